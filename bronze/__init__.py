@@ -1,0 +1,1 @@
+"""Bronze layer: pure transforms from source records to the raw table schema."""

@@ -1,0 +1,1 @@
+"""Simulated sensor fleet, real-data replay, fault injection and producers."""

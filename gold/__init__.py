@@ -1,0 +1,1 @@
+"""Gold layer: pure aggregate and alert transforms."""

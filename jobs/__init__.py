@@ -1,0 +1,1 @@
+"""Everything that runs: config, Spark session, broker, streaming queries, CLI."""

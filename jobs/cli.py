@@ -1,0 +1,112 @@
+"""`lakehouse`: the command line of the project (console script in pyproject.toml)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from jobs import broker
+from jobs.config import Config, ConfigError, load_config
+from jobs.logs import configure_logging
+
+logger = logging.getLogger("lakehouse")
+
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Pipeline YAML (default conf/pipeline.yaml or $LAKEHOUSE_CONFIG).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set spark.shuffle_partitions=2 (repeatable).")
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING… (default from config).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, sets: tuple[str, ...],
+        log_level: str | None) -> None:
+    """IoT streaming lakehouse: Kafka -> Spark -> Delta bronze/silver/gold -> DuckDB."""
+    overrides: dict[str, object] = dict(_parse_sets(sets))
+    if log_level:
+        overrides["log_level"] = log_level
+    try:
+        cfg = load_config(config_path, overrides=overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    configure_logging(cfg.log_level, cfg.paths.logs / "lakehouse.log")
+    ctx.obj = cfg
+
+
+@cli.group()
+def kafka() -> None:
+    """Run the local single-node Kafka broker (KRaft)."""
+
+
+@kafka.command("start")
+@click.pass_obj
+def kafka_start(cfg: Config) -> None:
+    """Start the broker and wait until it answers."""
+    try:
+        st = broker.start(cfg)
+    except broker.BrokerError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(st.describe())
+
+
+@kafka.command("stop")
+@click.pass_obj
+def kafka_stop(cfg: Config) -> None:
+    """Stop the broker gracefully (SIGTERM, then wait)."""
+    broker.stop(cfg)
+    click.echo(broker.status(cfg).describe())
+
+
+@kafka.command("status")
+@click.pass_obj
+def kafka_status(cfg: Config) -> None:
+    """Say whether the broker runs and answers; exit 1 when it does not."""
+    st = broker.status(cfg)
+    click.echo(st.describe())
+    if not st.reachable:
+        sys.exit(1)
+
+
+@cli.group()
+def topics() -> None:
+    """Kafka topics of the pipeline."""
+
+
+@topics.command("create")
+@click.pass_obj
+def topics_create(cfg: Config) -> None:
+    """Create the input and alert topics (idempotent)."""
+    from kafka.errors import KafkaError
+
+    from jobs.topics import create_topics
+
+    try:
+        counts = create_topics(cfg)
+    except KafkaError as exc:
+        raise click.ClickException(
+            f"cannot create topics on {cfg.kafka.bootstrap}: {exc!r}. Is the broker up? "
+            "(lakehouse kafka start)"
+        ) from exc
+    for name, n in counts.items():
+        click.echo(f"{name}: {n} partitions")
+
+
+def main() -> None:
+    cli(prog_name="lakehouse")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""The one typed, frozen configuration object.
+
+Loaded from ``conf/pipeline.yaml``, then overridden by environment variables, then by explicit
+overrides (CLI flags, tests). This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "conf" / "pipeline.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration file or an override is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    data_dir: Path = Path("data")
+    lakehouse_root: Path | None = None
+    checkpoint_root: Path | None = None
+    deps_dir: Path = REPO_ROOT / ".deps"
+
+    @property
+    def lakehouse(self) -> Path:
+        return self.lakehouse_root or self.data_dir / "lakehouse"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.checkpoint_root or self.lakehouse / "_checkpoints"
+
+    @property
+    def logs(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def run(self) -> Path:
+        """Pid files of the services the project starts."""
+        return self.data_dir / "run"
+
+    @property
+    def kafka_storage(self) -> Path:
+        return self.data_dir / "kafka"
+
+    def table(self, name: str) -> Path:
+        """Path of a Delta table by its layer/name, e.g. ``bronze/sensor_raw``."""
+        return self.lakehouse / name
+
+    def checkpoint(self, query: str) -> Path:
+        return self.checkpoints / query
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    controller_port: int | None = None
+    heap: str = "512m"
+    start_timeout_s: float = 60.0
+    stop_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap: str = "127.0.0.1:9092"
+    topic_in: str = "iot-sensors"
+    topic_alerts: str = "iot-alerts"
+    partitions_in: int = 6
+    partitions_alerts: int = 3
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+
+    @property
+    def host(self) -> str:
+        return self.bootstrap.split(",")[0].rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def controller_port(self) -> int:
+        return self.broker.controller_port or self.port + 1
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[*]"
+    app_name: str = "iot-lakehouse"
+    shuffle_partitions: int = 4
+    driver_memory: str = "2g"
+    ui_enabled: bool = True
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StreamingConfig:
+    trigger_interval: str = "5 seconds"
+    max_offsets_per_trigger: int = 200_000
+    watermark: str = "10 minutes"
+    starting_offsets: str = "earliest"
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    log_level: str = "INFO"
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
+        """A copy with dotted keys replaced, e.g. ``{"spark.shuffle_partitions": 2}``."""
+        return _build(Config, _merge(dataclasses.asdict(self), _nest(overrides)), "")
+
+
+# Environment variable -> dotted config key. Documented in conf/pipeline.yaml and README.
+ENV_OVERRIDES: dict[str, str] = {
+    "LAKEHOUSE_DATA": "paths.data_dir",
+    "LAKEHOUSE_ROOT": "paths.lakehouse_root",
+    "LAKEHOUSE_CHECKPOINTS": "paths.checkpoint_root",
+    "LAKEHOUSE_DEPS": "paths.deps_dir",
+    "KAFKA_BOOTSTRAP": "kafka.bootstrap",
+    "LAKEHOUSE_TOPIC_IN": "kafka.topic_in",
+    "LAKEHOUSE_TOPIC_ALERTS": "kafka.topic_alerts",
+    "SPARK_MASTER": "spark.master",
+    "SPARK_SHUFFLE_PARTITIONS": "spark.shuffle_partitions",
+    "SPARK_DRIVER_MEMORY": "spark.driver_memory",
+    "LAKEHOUSE_LOG_LEVEL": "log_level",
+}
+
+
+def load_config(
+    path: Path | str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read the YAML file, apply environment and explicit overrides, validate types."""
+    env = os.environ if env is None else env
+    path = Path(path or env.get("LAKEHOUSE_CONFIG") or DEFAULT_CONFIG)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    from_env = {key: env[var] for var, key in ENV_OVERRIDES.items() if env.get(var)}
+    merged = _merge(_merge(raw, _nest(from_env)), _nest(overrides or {}))
+    return _build(Config, merged, "")
+
+
+T = TypeVar("T")
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - fields
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {sorted(unknown)} in {where or 'top level'}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        kwargs[name] = _coerce(hints[name], value, key)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value or {}, key)
+    optional = hint in (Path | None, int | None, float | None, str | None)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key} must not be empty")
+    base = {Path | None: Path, int | None: int, float | None: float, str | None: str}.get(
+        hint, hint
+    )
+    try:
+        if base is bool:
+            if isinstance(value, str):
+                if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+                    raise ValueError(value)
+                return value.lower() in {"true", "1", "yes"}
+            return bool(value)
+        if base in (int, float, str, Path):
+            if base is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return base(value)
+        if getattr(base, "__origin__", None) is Mapping or base is Mapping[str, str]:
+            return {str(k): str(v) for k, v in dict(value).items()}
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}: cannot use {value!r} as {getattr(base, '__name__', base)}") from exc
+    return value

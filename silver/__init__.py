@@ -1,0 +1,1 @@
+"""Silver layer: pure validation, de-duplication and enrichment transforms."""
