@@ -240,7 +240,8 @@ def stop(cfg: Config) -> bool:
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.2)
     if _alive(pid):
-        logger.warning("Kafka did not stop within %.0fs; killing it", cfg.kafka.broker.stop_timeout_s)
+        logger.warning("Kafka did not stop within %.0fs; killing it",
+                       cfg.kafka.broker.stop_timeout_s)
         os.kill(pid, signal.SIGKILL)
         while _alive(pid):
             time.sleep(0.1)

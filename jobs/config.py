@@ -222,5 +222,6 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if getattr(base, "__origin__", None) is Mapping or base is Mapping[str, str]:
             return {str(k): str(v) for k, v in dict(value).items()}
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{key}: cannot use {value!r} as {getattr(base, '__name__', base)}") from exc
+        kind = getattr(base, "__name__", base)
+        raise ConfigError(f"{key}: cannot use {value!r} as {kind}") from exc
     return value

@@ -28,8 +28,8 @@ def connector_jars(cfg: Config) -> list[Path]:
     missing = [p for p in REQUIRED_JARS if not any(j.name.startswith(p) for j in jars)]
     if missing:
         raise SparkSetupError(
-            f"Spark connector jars missing in {folder} ({', '.join(m.rstrip('-_') for m in missing)}):"
-            " run scripts/setup.sh"
+            f"Spark connector jars missing in {folder} "
+            f"({', '.join(m.rstrip('-_') for m in missing)}): run scripts/setup.sh"
         )
     return jars
 

@@ -1,0 +1,73 @@
+"""Shared fixtures: one real Kafka broker and one SparkSession per test run.
+
+The broker is the real Apache Kafka (KRaft) from the Maven-resolved jars, on free ports, with
+its storage in a temporary folder; the SparkSession is local[2] with the UI off.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobs import broker
+from jobs.config import Config, load_config
+from jobs.logs import configure_logging
+
+
+def _free_port_pair() -> int:
+    """A port p such that p and p+1 (the controller) are both free on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 65535 and not broker.port_open("127.0.0.1", port + 1, 0.1):
+            return port
+    raise RuntimeError("no free pair of ports on 127.0.0.1")
+
+
+@pytest.fixture(scope="session")
+def base_cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    data = tmp_path_factory.mktemp("lakehouse-data")
+    cfg = load_config(
+        env={},
+        overrides={
+            "paths.data_dir": str(data),
+            "kafka.bootstrap": f"127.0.0.1:{_free_port_pair()}",
+            "spark.master": "local[2]",
+            "spark.shuffle_partitions": 2,
+            "spark.ui_enabled": False,
+            "spark.driver_memory": "1g",
+            "streaming.trigger_interval": "1 second",
+        },
+    )
+    configure_logging("INFO")
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def kafka_cfg(base_cfg: Config) -> Iterator[Config]:
+    """The base config with the suite's own broker running on it."""
+    broker.start(base_cfg)
+    try:
+        yield base_cfg
+    finally:
+        broker.stop(base_cfg)
+
+
+@pytest.fixture(scope="session")
+def spark(base_cfg: Config):  # noqa: ANN201 - SparkSession import is deferred on purpose
+    from jobs.spark import build_spark
+
+    session = build_spark(base_cfg)
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+@pytest.fixture()
+def table_dir(tmp_path: Path) -> Path:
+    return tmp_path / "tables"
