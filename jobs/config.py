@@ -108,11 +108,95 @@ class StreamingConfig:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    """Silver's rules; ranges are inclusive [low, high]."""
+
+    temperature: tuple[float, float] = (-50.0, 50.0)
+    humidity: tuple[float, float] = (0.0, 100.0)
+    pressure: tuple[float, float] = (870.0, 1085.0)
+    max_future: str = "1 day"
+    dedup_watermark: str = "10 minutes"
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        return {"temperature": self.temperature, "humidity": self.humidity,
+                "pressure": self.pressure}
+
+
+@dataclass(frozen=True)
+class HighThreshold:
+    threshold: float
+    critical_above: float
+
+
+@dataclass(frozen=True)
+class LowThreshold:
+    threshold: float
+    critical_below: float
+
+
+@dataclass(frozen=True)
+class RapidChange:
+    delta: float = 5.0
+    within_s: int = 60
+
+
+@dataclass(frozen=True)
+class Trailing:
+    window_s: int = 1800
+    min_readings: int = 10
+
+
+@dataclass(frozen=True)
+class DynamicThreshold:
+    k_std: float = 2.0
+
+
+@dataclass(frozen=True)
+class ZScore:
+    threshold: float = 3.0
+    metrics: tuple[str, ...] = ("temperature", "humidity", "pressure")
+
+
+@dataclass(frozen=True)
+class Consecutive:
+    count: int = 3
+
+
+@dataclass(frozen=True)
+class RisingTrend:
+    minutes: int = 15
+
+
+@dataclass(frozen=True)
+class Offline:
+    after_s: int = 600
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """Thresholds, windows and severities of every alert rule (DESIGN.md "Alerts")."""
+
+    high_temp: HighThreshold = field(default_factory=lambda: HighThreshold(30.0, 40.0))
+    low_temp: LowThreshold = field(default_factory=lambda: LowThreshold(10.0, 0.0))
+    high_humidity: HighThreshold = field(default_factory=lambda: HighThreshold(80.0, 90.0))
+    rapid_change: RapidChange = field(default_factory=RapidChange)
+    trailing: Trailing = field(default_factory=Trailing)
+    dynamic_threshold: DynamicThreshold = field(default_factory=DynamicThreshold)
+    zscore: ZScore = field(default_factory=ZScore)
+    consecutive: Consecutive = field(default_factory=Consecutive)
+    rising_trend: RisingTrend = field(default_factory=RisingTrend)
+    offline: Offline = field(default_factory=Offline)
+    severities: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     log_level: str = "INFO"
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
@@ -219,6 +303,15 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             if base is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return base(value)
+        if getattr(base, "__origin__", None) is tuple:
+            args = base.__args__
+            items = list(value)
+            if args[-1] is Ellipsis:
+                return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(items))
+            if len(items) != len(args):
+                raise ValueError(value)
+            pairs = enumerate(zip(args, items, strict=True))
+            return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in pairs)
         if getattr(base, "__origin__", None) is Mapping or base is Mapping[str, str]:
             return {str(k): str(v) for k, v in dict(value).items()}
     except (TypeError, ValueError) as exc:
