@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pyspark.sql.types import (
+    DateType,
     DoubleType,
     IntegerType,
     LongType,
@@ -40,6 +41,6 @@ BRONZE_SCHEMA = StructType(
         StructField("offset", LongType()),
         StructField("kafka_timestamp", TimestampType()),
         StructField("ingested_at", TimestampType()),
-        StructField("ingest_date", StringType()),
+        StructField("ingest_date", DateType()),
     ]
 )

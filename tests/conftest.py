@@ -6,7 +6,9 @@ its storage in a temporary folder; the SparkSession is local[2] with the UI off.
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,11 @@ import pytest
 from jobs import broker
 from jobs.config import Config, load_config
 from jobs.logs import configure_logging
+
+# PySpark turns timestamps into naive datetimes in the process time zone: pin it to UTC so that
+# tests compare against fixed UTC datetimes whatever the machine's zone.
+os.environ["TZ"] = "UTC"
+time.tzset()
 
 
 def _free_port_pair() -> int:
