@@ -1,0 +1,457 @@
+"""Alert rules of one sensor (DESIGN.md "Alerts (gold)"), pure Python, no Spark.
+
+`SensorAlertState` is the per-sensor state: feed it the sensor's readings with `process` and
+event-time progress with `on_watermark`; both return `Alert`s. The streaming job keeps this
+state in the Spark state store (`to_state` / `from_state`); the rules live only here.
+
+Semantics decisions the design table leaves open, fixed here so replay is deterministic:
+
+- Time is epoch milliseconds, UTC. Each call sorts its readings by (event_time, values).
+- Out of order: a reading older than the sensor's last processed reading is *late for the
+  sensor*. It still raises its static-threshold alerts (they are per reading and stateless),
+  but it is ignored by every stateful rule (history, episodes, consecutive count, trend,
+  offline) and counted in `late_readings`. A reading at the same time as the last one is not
+  late. Given the same micro-batches (a replay from the checkpoint) the result is identical.
+- SENSOR_OFFLINE: the sensor is offline when no reading has event time in
+  (last, last + after_s]; a reading at exactly last + after_s is still "online". It is raised
+  either when the watermark reaches last + after_s (Spark then drops any reading at or before
+  it as late) or when the next reading arrives after that instant, whichever comes first; both
+  give the same alert (event_time = last + after_s, same alert_id).
+- Episodes: a rule that cannot be evaluated (too little trailing history, zero deviation, a
+  missing value) counts as "condition not met" and so ends an open episode.
+- RISING_TREND: `rising_trend.minutes` = number of strict rises between adjacent clock minutes
+  (15 rises = 16 minute means). A minute with no reading breaks the chain. A minute is complete
+  when a later reading of the sensor arrives or the sensor goes offline.
+- CONSECUTIVE_ALERTS: fires on the reading that makes the run exactly `consecutive.count`
+  long; the run ends at the first reading without a static alert. Each (sensor, metric) pair
+  of the same reading counts once: the run counts readings, not alerts.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from jobs.config import AlertsConfig
+
+METRICS: tuple[str, ...] = ("temperature", "humidity", "pressure")
+MINUTE_MS = 60_000
+
+
+def to_ms(ts: datetime) -> int:
+    """Epoch milliseconds of an aware datetime (naive ones are refused: DTZ)."""
+    if ts.tzinfo is None:
+        raise ValueError(f"naive datetime {ts!r}: event times must be UTC-aware")
+    return int(round(ts.timestamp() * 1000))
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def alert_id(sensor_id: str, alert_type: str, metric: str | None,
+             event_time: datetime | int) -> str:
+    """Deterministic id of an alert: the same alert on a replay gets the same id."""
+    ms = event_time if isinstance(event_time, int) else to_ms(event_time)
+    raw = f"{sensor_id}|{alert_type}|{metric or ''}|{ms}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One reading of one sensor; `t_ms` is the event time in epoch milliseconds (UTC)."""
+
+    t_ms: int
+    temperature: float | None
+    humidity: float | None
+    pressure: float | None
+    location: str | None = None
+
+    @classmethod
+    def at(cls, event_time: datetime, temperature: float | None, humidity: float | None,
+           pressure: float | None, location: str | None = None) -> Reading:
+        return cls(to_ms(event_time), temperature, humidity, pressure, location)
+
+    def value(self, metric: str) -> float | None:
+        v = getattr(self, metric)
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert; `as_row()` gives the gold/alerts columns (gold/schema.py ALERT_SCHEMA)."""
+
+    sensor_id: str
+    location: str | None
+    alert_type: str
+    severity: str
+    event_time: datetime
+    detected_at: datetime
+    metric: str | None
+    value: float | None
+    threshold: float | None
+    details: str | None
+
+    @property
+    def alert_id(self) -> str:
+        return alert_id(self.sensor_id, self.alert_type, self.metric, self.event_time)
+
+    def as_row(self) -> dict[str, Any]:
+        return {"alert_id": self.alert_id, "sensor_id": self.sensor_id,
+                "location": self.location, "alert_type": self.alert_type,
+                "severity": self.severity, "event_time": self.event_time,
+                "detected_at": self.detected_at, "metric": self.metric, "value": self.value,
+                "threshold": self.threshold, "details": self.details}
+
+
+def severity(cfg: AlertsConfig, alert_type: str) -> str:
+    try:
+        return cfg.severities[alert_type]
+    except KeyError:
+        raise KeyError(f"alerts.severities has no entry for {alert_type} (conf/pipeline.yaml)")\
+            from None
+
+
+def static_alerts(sensor_id: str, r: Reading, cfg: AlertsConfig,
+                  detected_at: datetime) -> list[Alert]:
+    """HIGH_TEMP, LOW_TEMP, HIGH_HUMIDITY of one reading (stateless)."""
+    out: list[Alert] = []
+    t = from_ms(r.t_ms)
+
+    def mk(kind: str, sev: str, metric: str, value: float, threshold: float) -> Alert:
+        return Alert(sensor_id, r.location, kind, sev, t, detected_at, metric, value,
+                     threshold, None)
+
+    temp, hum = r.value("temperature"), r.value("humidity")
+    if temp is not None and temp > cfg.high_temp.threshold:
+        sev = "CRITICAL" if temp > cfg.high_temp.critical_above else "WARNING"
+        out.append(mk("HIGH_TEMP", sev, "temperature", temp, cfg.high_temp.threshold))
+    if temp is not None and temp < cfg.low_temp.threshold:
+        sev = "CRITICAL" if temp < cfg.low_temp.critical_below else "WARNING"
+        out.append(mk("LOW_TEMP", sev, "temperature", temp, cfg.low_temp.threshold))
+    if hum is not None and hum > cfg.high_humidity.threshold:
+        sev = "CRITICAL" if hum > cfg.high_humidity.critical_above else "WARNING"
+        out.append(mk("HIGH_HUMIDITY", sev, "humidity", hum, cfg.high_humidity.threshold))
+    return out
+
+
+# State-store layout (the streaming job declares these as its state schemas).
+SCALAR_FIELDS: tuple[tuple[str, str], ...] = (
+    ("last_t_ms", "bigint"), ("location", "string"), ("offline", "boolean"),
+    ("consecutive", "int"), ("episodes", "string"), ("minute_start", "bigint"),
+    ("minute_sum", "double"), ("minute_count", "int"), ("prev_minute_start", "bigint"),
+    ("prev_minute_mean", "double"), ("trend_run", "int"), ("late_readings", "bigint"),
+)
+HISTORY_FIELDS: tuple[tuple[str, str], ...] = (
+    ("t_ms", "bigint"), ("temperature", "double"), ("humidity", "double"),
+    ("pressure", "double"),
+)
+
+
+def ddl(fields: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"{name} {kind}" for name, kind in fields)
+
+
+@dataclass
+class SensorAlertState:
+    """Everything the rules remember about one sensor, bounded by the longest rule window."""
+
+    sensor_id: str
+    cfg: AlertsConfig
+    last_t_ms: int | None = None
+    location: str | None = None
+    offline: bool = False
+    consecutive: int = 0
+    episodes: set[str] = field(default_factory=set)
+    minute_start: int | None = None
+    minute_sum: float = 0.0
+    minute_count: int = 0
+    prev_minute_start: int | None = None
+    prev_minute_mean: float | None = None
+    trend_run: int = 0
+    late_readings: int = 0
+    # History of processed readings, oldest first, as parallel lists (bisect on times).
+    _t: list[int] = field(default_factory=list)
+    _v: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in METRICS})
+
+    # --- rule windows -------------------------------------------------------------------
+
+    @property
+    def history_ms(self) -> int:
+        """How far back any rule looks from the newest reading."""
+        return max(self.cfg.trailing.window_s, self.cfg.rapid_change.within_s) * 1000
+
+    @property
+    def offline_after_ms(self) -> int:
+        return self.cfg.offline.after_s * 1000
+
+    def offline_deadline_ms(self) -> int | None:
+        """Event time at which the sensor counts as offline if nothing arrives before."""
+        if self.last_t_ms is None or self.offline:
+            return None
+        return self.last_t_ms + self.offline_after_ms
+
+    def history_len(self) -> int:
+        return len(self._t)
+
+    # --- entry points -------------------------------------------------------------------
+
+    def process(self, readings: Iterable[Reading], *, now: datetime) -> list[Alert]:
+        """Evaluate every rule on the readings (sorted here by event time); return alerts."""
+        ordered = sorted(readings, key=lambda r: (r.t_ms, _nan_key(r.temperature),
+                                                  _nan_key(r.humidity), _nan_key(r.pressure)))
+        out: list[Alert] = []
+        for r in ordered:
+            out.extend(self._on_reading(r, now))
+        self._prune()
+        return out
+
+    def on_watermark(self, watermark_ms: int, *, now: datetime, details: str | None = None
+                     ) -> list[Alert]:
+        """Event time has reached `watermark_ms`: raise SENSOR_OFFLINE if it is due."""
+        deadline = self.offline_deadline_ms()
+        if deadline is None or watermark_ms < deadline:
+            return []
+        return self._go_offline(deadline, now, details)
+
+    # --- rules --------------------------------------------------------------------------
+
+    def _alert(self, kind: str, t_ms: int, now: datetime, metric: str | None,
+               value: float | None, threshold: float | None, details: dict | None = None,
+               sev: str | None = None) -> Alert:
+        return Alert(self.sensor_id, self.location, kind, sev or severity(self.cfg, kind),
+                     from_ms(t_ms), now, metric, value, threshold,
+                     json.dumps(details, sort_keys=True) if details else None)
+
+    def _episode(self, key: str, condition: bool) -> bool:
+        """True when `condition` starts a new episode of `key` (fire once per episode)."""
+        if condition:
+            if key in self.episodes:
+                return False
+            self.episodes.add(key)
+            return True
+        self.episodes.discard(key)
+        return False
+
+    def _go_offline(self, deadline: int, now: datetime, details: str | None) -> list[Alert]:
+        assert self.last_t_ms is not None
+        out = self._close_minute(now)
+        self.offline = True
+        extra = {"last_reading": from_ms(self.last_t_ms).isoformat()}
+        if details:
+            extra["detected_by"] = details
+        out.append(self._alert("SENSOR_OFFLINE", deadline, now, None,
+                               float(self.cfg.offline.after_s), float(self.cfg.offline.after_s),
+                               extra))
+        return out
+
+    def _on_reading(self, r: Reading, now: datetime) -> list[Alert]:
+        if r.location is not None:
+            self.location = r.location
+        statics = static_alerts(self.sensor_id, r, self.cfg, now)
+        if self.last_t_ms is not None and r.t_ms < self.last_t_ms:
+            self.late_readings += 1
+            return statics
+        out: list[Alert] = []
+        deadline = self.offline_deadline_ms()
+        if deadline is not None and r.t_ms > deadline:
+            out.extend(self._go_offline(deadline, now, "next reading"))
+        if self.offline:
+            self.offline = False
+            gap_s = (r.t_ms - self.last_t_ms) / 1000 if self.last_t_ms is not None else None
+            out.append(self._alert("SENSOR_RECOVERED", r.t_ms, now, None, gap_s,
+                                   float(self.cfg.offline.after_s)))
+        out.extend(self._trend(r, now))
+        out.extend(statics)
+        out.extend(self._trailing(r, now))
+        out.extend(self._rapid(r, now))
+        if statics:
+            self.consecutive += 1
+            if self.consecutive == self.cfg.consecutive.count:
+                kinds = sorted({a.alert_type for a in statics})
+                out.append(self._alert("CONSECUTIVE_ALERTS", r.t_ms, now, None,
+                                       float(self.consecutive),
+                                       float(self.cfg.consecutive.count), {"last": kinds}))
+        else:
+            self.consecutive = 0
+        self._append(r)
+        return out
+
+    def _trend(self, r: Reading, now: datetime) -> list[Alert]:
+        minute = r.t_ms - r.t_ms % MINUTE_MS
+        out: list[Alert] = []
+        if self.minute_start is not None and minute > self.minute_start:
+            out = self._close_minute(now)
+        temp = r.value("temperature")
+        if self.minute_start is None:
+            self.minute_start, self.minute_sum, self.minute_count = minute, 0.0, 0
+        if temp is not None:
+            self.minute_sum += temp
+            self.minute_count += 1
+        return out
+
+    def _close_minute(self, now: datetime) -> list[Alert]:
+        """The open minute is complete: extend or break the rising chain."""
+        if self.minute_start is None:
+            return []
+        start, count = self.minute_start, self.minute_count
+        mean = self.minute_sum / count if count else None
+        self.minute_start, self.minute_sum, self.minute_count = None, 0.0, 0
+        if mean is None:
+            self.trend_run, self.prev_minute_start, self.prev_minute_mean = 0, None, None
+            return []
+        adjacent = self.prev_minute_start == start - MINUTE_MS
+        if adjacent and self.prev_minute_mean is not None and mean > self.prev_minute_mean:
+            self.trend_run += 1
+        else:
+            self.trend_run = 0
+        self.prev_minute_start, self.prev_minute_mean = start, mean
+        need = self.cfg.rising_trend.minutes
+        if self._episode("RISING_TREND", self.trend_run >= need):
+            end = start + MINUTE_MS
+            return [self._alert("RISING_TREND", end, now, "temperature", mean, None,
+                                {"rises": self.trend_run,
+                                 "from_minute": from_ms(start - need * MINUTE_MS).isoformat()})]
+        return []
+
+    def _window(self, lo_ms: int, hi_ms: int) -> tuple[int, int]:
+        """Indices of history readings with lo_ms <= t < hi_ms."""
+        return bisect.bisect_left(self._t, lo_ms), bisect.bisect_left(self._t, hi_ms)
+
+    def _trailing(self, r: Reading, now: datetime) -> list[Alert]:
+        lo, hi = self._window(r.t_ms - self.cfg.trailing.window_s * 1000, r.t_ms)
+        stats: dict[str, tuple[float, float] | None] = {}
+        for m in METRICS:
+            stats[m] = None
+            if hi - lo < self.cfg.trailing.min_readings:
+                continue
+            arr = np.asarray(self._v[m][lo:hi], dtype=float)
+            arr = arr[~np.isnan(arr)]
+            if len(arr) < self.cfg.trailing.min_readings:
+                continue
+            mean, std = float(arr.mean()), float(arr.std(ddof=1))
+            if std > 0:
+                stats[m] = (mean, std)
+        out: list[Alert] = []
+        temp, t_stats = r.value("temperature"), stats["temperature"]
+        dyn_threshold = None
+        if temp is not None and t_stats is not None:
+            dyn_threshold = t_stats[0] + self.cfg.dynamic_threshold.k_std * t_stats[1]
+        dyn = dyn_threshold is not None and temp is not None and temp > dyn_threshold
+        if self._episode("DYNAMIC_THRESHOLD", dyn):
+            assert t_stats is not None
+            out.append(self._alert("DYNAMIC_THRESHOLD", r.t_ms, now, "temperature", temp,
+                                   dyn_threshold, {"mean": t_stats[0], "std": t_stats[1],
+                                                   "n": hi - lo}))
+        for m in self.cfg.zscore.metrics:
+            x, s = r.value(m), stats[m]
+            z = abs(x - s[0]) / s[1] if x is not None and s is not None else None
+            outlier = z is not None and z > self.cfg.zscore.threshold
+            if self._episode(f"ZSCORE_OUTLIER:{m}", outlier):
+                assert s is not None
+                out.append(self._alert("ZSCORE_OUTLIER", r.t_ms, now, m, x,
+                                       self.cfg.zscore.threshold,
+                                       {"z": z, "mean": s[0], "std": s[1], "n": hi - lo}))
+        return out
+
+    def _rapid(self, r: Reading, now: datetime) -> list[Alert]:
+        temp = r.value("temperature")
+        lo, hi = self._window(r.t_ms - self.cfg.rapid_change.within_s * 1000, r.t_ms)
+        best: tuple[float, int] | None = None
+        if temp is not None:
+            for i in range(lo, hi):
+                prev = self._v["temperature"][i]
+                if not math.isnan(prev) and (best is None or abs(temp - prev) > best[0]):
+                    best = (abs(temp - prev), i)
+        fire = best is not None and best[0] > self.cfg.rapid_change.delta
+        if self._episode("RAPID_CHANGE", fire):
+            assert best is not None
+            i = best[1]
+            return [self._alert("RAPID_CHANGE", r.t_ms, now, "temperature", temp,
+                                self.cfg.rapid_change.delta,
+                                {"change": best[0], "from_value": self._v["temperature"][i],
+                                 "from_time": from_ms(self._t[i]).isoformat()})]
+        return []
+
+    # --- history ------------------------------------------------------------------------
+
+    def _append(self, r: Reading) -> None:
+        # Readings arrive in order (late ones never reach here), so appending keeps it sorted.
+        self._t.append(r.t_ms)
+        for m in METRICS:
+            v = r.value(m)
+            self._v[m].append(math.nan if v is None else v)
+        self.last_t_ms = r.t_ms
+
+    def _prune(self) -> None:
+        """Drop readings no rule can look at again (older than newest - longest window)."""
+        if self.last_t_ms is None:
+            return
+        k = bisect.bisect_left(self._t, self.last_t_ms - self.history_ms)
+        if k:
+            del self._t[:k]
+            for m in METRICS:
+                del self._v[m][:k]
+
+    # --- state store round trip ---------------------------------------------------------
+
+    def to_state(self) -> tuple[tuple, list[tuple]]:
+        """(scalars row per SCALAR_FIELDS, history rows per HISTORY_FIELDS)."""
+        self._prune()
+        scalars = (self.last_t_ms, self.location, self.offline, self.consecutive,
+                   ",".join(sorted(self.episodes)), self.minute_start, self.minute_sum,
+                   self.minute_count, self.prev_minute_start, self.prev_minute_mean,
+                   self.trend_run, self.late_readings)
+        history = [(t, *(_none_if_nan(self._v[m][i]) for m in METRICS))
+                   for i, t in enumerate(self._t)]
+        return scalars, history
+
+    @classmethod
+    def from_state(cls, sensor_id: str, cfg: AlertsConfig, scalars: Sequence[Any] | None,
+                   history: Iterable[Sequence[Any]]) -> SensorAlertState:
+        st = cls(sensor_id, cfg)
+        if scalars is not None:
+            (last, loc, offline, consec, episodes, mstart, msum, mcount, pstart, pmean, run,
+             late) = scalars
+            st.last_t_ms = _int_or_none(last)
+            st.location = loc
+            st.offline = bool(offline)
+            st.consecutive = int(consec or 0)
+            st.episodes = {e for e in (episodes or "").split(",") if e}
+            st.minute_start = _int_or_none(mstart)
+            st.minute_sum = float(msum or 0.0)
+            st.minute_count = int(mcount or 0)
+            st.prev_minute_start = _int_or_none(pstart)
+            st.prev_minute_mean = None if pmean is None or _isnan(pmean) else float(pmean)
+            st.trend_run = int(run or 0)
+            st.late_readings = int(late or 0)
+        rows = sorted(history, key=lambda h: int(h[0]))
+        for t, *vals in rows:
+            st._t.append(int(t))
+            for m, v in zip(METRICS, vals, strict=True):
+                st._v[m].append(math.nan if v is None or _isnan(v) else float(v))
+        return st
+
+
+def _isnan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def _nan_key(v: float | None) -> float:
+    return -math.inf if v is None or _isnan(v) else v
+
+
+def _none_if_nan(v: float) -> float | None:
+    return None if math.isnan(v) else v
+
+
+def _int_or_none(v: Any) -> int | None:
+    return None if v is None or _isnan(v) else int(v)
