@@ -104,6 +104,35 @@ def topics_create(cfg: Config) -> None:
         click.echo(f"{name}: {n} partitions")
 
 
+@cli.command("run")
+@click.option("--layers", default="bronze,silver,gold", show_default=True,
+              help="Comma-separated subset of bronze,silver,gold.")
+@click.option("--once", is_flag=True, help="Process everything available, then exit.")
+@click.option("--console", is_flag=True, help="Also print each micro-batch to the terminal.")
+@click.pass_obj
+def run_cmd(cfg: Config, layers: str, once: bool, console: bool) -> None:
+    """Run the streaming pipeline (Ctrl-C stops it cleanly)."""
+    from jobs import runner
+    from jobs.spark import SparkSetupError, build_spark
+
+    try:
+        chosen = runner.parse_layers(layers)
+        spark = build_spark(cfg)
+    except (ValueError, SparkSetupError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        if once:
+            rows = runner.run_once(spark, cfg, chosen)
+            for name, n in rows.items():
+                click.echo(f"{name}: {n} rows")
+        else:
+            runner.run_continuous(spark, cfg, chosen, console=console)
+    except runner.RunnerError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        spark.stop()
+
+
 def main() -> None:
     cli(prog_name="lakehouse")
 

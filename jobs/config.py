@@ -105,6 +105,13 @@ class StreamingConfig:
     max_offsets_per_trigger: int = 200_000
     watermark: str = "10 minutes"
     starting_offsets: str = "earliest"
+    source: str = "kafka"                 # kafka | files | socket
+    files_dir: Path | None = None         # default: <data_dir>/incoming
+    socket_host: str = "127.0.0.1"
+    socket_port: int = 9999
+    max_files_per_trigger: int = 1000     # Delta-to-Delta streams (silver, gold)
+    max_restarts: int = 5                 # failed query restarts before the runner gives up
+    restart_backoff_s: float = 2.0        # first back-off, doubled each restart (max 60 s)
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,8 @@ class AlertsConfig:
     rising_trend: RisingTrend = field(default_factory=RisingTrend)
     offline: Offline = field(default_factory=Offline)
     severities: Mapping[str, str] = field(default_factory=dict)
+    # Per-sensor rule state unused this long (processing time) is dropped from the state store.
+    state_ttl_s: int = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)

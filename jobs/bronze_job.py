@@ -1,0 +1,71 @@
+"""The bronze query: source (Kafka, watched files or a socket) -> bronze/sensor_raw, append.
+
+Exactly-once from Kafka: offsets live in the checkpoint and the Delta sink commits each
+micro-batch once (it records the query id and batch id in the table's log).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from bronze.transform import from_kafka, from_lines
+from jobs.config import Config
+from jobs.tables import BRONZE_RAW
+
+logger = logging.getLogger(__name__)
+
+QUERY_NAME = "bronze"
+
+
+def read_source(spark: SparkSession, cfg: Config) -> DataFrame:
+    """The configured source as a stream in the bronze shape."""
+    s = cfg.streaming
+    if s.source == "kafka":
+        raw = (
+            spark.readStream.format("kafka")
+            .option("kafka.bootstrap.servers", cfg.kafka.bootstrap)
+            .option("subscribe", cfg.kafka.topic_in)
+            .option("startingOffsets", s.starting_offsets)
+            .option("maxOffsetsPerTrigger", s.max_offsets_per_trigger)
+            .load()
+        )
+        return from_kafka(raw)
+    if s.source == "files":
+        folder = s.files_dir or cfg.paths.data_dir / "incoming"
+        folder.mkdir(parents=True, exist_ok=True)
+        # Only complete files: the generator writes under a temp name and renames atomically.
+        raw = (
+            spark.readStream.format("text")
+            .option("maxFilesPerTrigger", s.max_files_per_trigger)
+            .option("pathGlobFilter", "*.jsonl")
+            .load(str(folder))
+        )
+        return from_lines(raw, source=f"files:{folder.name}")
+    if s.source == "socket":
+        raw = (
+            spark.readStream.format("socket")
+            .option("host", s.socket_host)
+            .option("port", s.socket_port)
+            .load()
+        )
+        return from_lines(raw, source=f"socket:{s.socket_host}:{s.socket_port}")
+    raise ValueError(f"streaming.source must be kafka, files or socket, not {s.source!r}")
+
+
+def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
+    path = cfg.paths.table(BRONZE_RAW)
+    query = (
+        read_source(spark, cfg)
+        .writeStream.format("delta")
+        .queryName(QUERY_NAME)
+        .outputMode("append")
+        .partitionBy("ingest_date")
+        .option("checkpointLocation", str(cfg.paths.checkpoint(QUERY_NAME)))
+        .trigger(**trigger)
+        .start(str(path))
+    )
+    logger.info("bronze query started: %s -> %s", cfg.streaming.source, path)
+    return query

@@ -1,0 +1,194 @@
+"""Runs the pipeline's streaming queries: in order once (availableNow), or continuously with
+supervision (a failed query is logged with its cause and restarted with back-off).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from jobs.config import Config
+
+logger = logging.getLogger(__name__)
+
+Starter = Callable[..., StreamingQuery]
+
+LAYERS: tuple[str, ...] = ("bronze", "silver", "gold")
+# layer -> "module:function" of each query starter, in dependency order. Imported lazily so a
+# layer's modules load only when it runs.
+STARTERS: dict[str, tuple[str, ...]] = {
+    "bronze": ("jobs.bronze_job:start",),
+    "silver": ("jobs.silver_job:start",),
+    "gold": ("jobs.gold_job:start_all", "jobs.alerts_job:start_alerts"),
+}
+
+
+class RunnerError(RuntimeError):
+    """A query failed beyond recovery; the message names the query and its cause."""
+
+
+def parse_layers(text: str) -> list[str]:
+    layers = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [x for x in layers if x not in LAYERS]
+    if unknown or not layers:
+        raise ValueError(f"--layers takes a subset of {','.join(LAYERS)}, got {text!r}")
+    return [x for x in LAYERS if x in layers]  # always upstream first
+
+
+def _resolve(ref: str) -> Starter:
+    module, func = ref.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _starters(layers: Sequence[str]) -> list[tuple[str, Starter]]:
+    out = []
+    for layer in layers:
+        for ref in STARTERS[layer]:
+            try:
+                out.append((ref, _resolve(ref)))
+            except (ImportError, AttributeError) as exc:
+                raise RunnerError(f"layer {layer}: cannot load {ref}: {exc}") from exc
+    return out
+
+
+def _as_list(result: StreamingQuery | Sequence[StreamingQuery]) -> list[StreamingQuery]:
+    return list(result) if isinstance(result, list | tuple) else [result]
+
+
+def run_once(spark: SparkSession, cfg: Config, layers: Sequence[str]) -> dict[str, int]:
+    """Process everything available, layer by layer, then return rows read per query."""
+    rows: dict[str, int] = {}
+    for _ref, start in _starters(layers):
+        for query in _as_list(start(spark, cfg, trigger={"availableNow": True})):
+            query.awaitTermination()
+            if query.exception() is not None:
+                raise RunnerError(f"query {query.name} failed: {query.exception()}")
+            rows[query.name] = sum(p["numInputRows"] for p in query.recentProgress)
+            logger.info("%s: done, %d rows read", query.name, rows[query.name])
+    return rows
+
+
+@dataclass
+class _Supervised:
+    ref: str
+    start: Starter
+    queries: list[StreamingQuery] = field(default_factory=list)
+    restarts: int = 0
+    next_restart_at: float = 0.0
+
+
+def run_continuous(
+    spark: SparkSession,
+    cfg: Config,
+    layers: Sequence[str],
+    *,
+    console: bool = False,
+    stop_event: threading.Event | None = None,
+    progress_every_s: float = 10.0,
+) -> None:
+    """Start every query and supervise until Ctrl-C/SIGTERM (or ``stop_event``)."""
+    stop_event = stop_event or threading.Event()
+    trigger = {"processingTime": cfg.streaming.trigger_interval}
+    units = [_Supervised(ref, start) for ref, start in _starters(layers)]
+    for unit in units:
+        unit.queries = _as_list(unit.start(spark, cfg, trigger=trigger))
+    if console:
+        units.append(_console_unit(spark, cfg, layers))
+    _install_signal_handlers(stop_event)
+    last_progress = time.monotonic()
+    try:
+        while not stop_event.wait(1.0):
+            for unit in units:
+                _supervise(unit, spark, cfg, trigger)
+            if time.monotonic() - last_progress >= progress_every_s:
+                last_progress = time.monotonic()
+                _log_progress(units)
+    finally:
+        for unit in units:
+            for q in unit.queries:
+                if q.isActive:
+                    q.stop()
+        logger.info("all queries stopped")
+
+
+def _supervise(unit: _Supervised, spark: SparkSession, cfg: Config, trigger: dict) -> None:
+    failed = [q for q in unit.queries if not q.isActive]
+    if not failed:
+        return
+    now = time.monotonic()
+    if unit.next_restart_at == 0.0:
+        for q in failed:
+            logger.error("query %s stopped: %s", q.name, q.exception() or "no exception")
+        if unit.restarts >= cfg.streaming.max_restarts:
+            raise RunnerError(
+                f"{unit.ref}: failed {unit.restarts + 1} times; last error: "
+                f"{failed[0].exception()}. Fix the cause (see the log) and run again."
+            )
+        backoff = min(60.0, cfg.streaming.restart_backoff_s * 2**unit.restarts)
+        unit.next_restart_at = now + backoff
+        logger.warning("restarting %s in %.0f s (restart %d of %d)", unit.ref, backoff,
+                       unit.restarts + 1, cfg.streaming.max_restarts)
+        return
+    if now < unit.next_restart_at:
+        return
+    for q in unit.queries:
+        if q.isActive:
+            q.stop()
+    unit.restarts += 1
+    unit.next_restart_at = 0.0
+    unit.queries = _as_list(unit.start(spark, cfg, trigger=trigger))
+
+
+def _console_unit(spark: SparkSession, cfg: Config, layers: Sequence[str]) -> _Supervised:
+    """The seed's console sink: print each micro-batch of the most downstream row table."""
+    from jobs.tables import BRONZE_RAW, SILVER_READINGS
+
+    table = SILVER_READINGS if "silver" in layers or "gold" in layers else BRONZE_RAW
+
+    def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
+        return (
+            spark.readStream.format("delta").load(str(cfg.paths.table(table)))
+            .writeStream.format("console").queryName("console")
+            .option("truncate", "false").option("numRows", 20)
+            .option("checkpointLocation", tempfile.mkdtemp(prefix="lakehouse-console-"))
+            .trigger(**trigger).start()
+        )
+
+    unit = _Supervised("console", start)
+    unit.queries = [start(spark, cfg, trigger={"processingTime": cfg.streaming.trigger_interval})]
+    return unit
+
+
+def _log_progress(units: list[_Supervised]) -> None:
+    parts = []
+    for unit in units:
+        for q in unit.queries:
+            p = q.lastProgress
+            if p:
+                parts.append(
+                    f"{q.name}: batch {p['batchId']} {p['numInputRows']} rows "
+                    f"{p.get('processedRowsPerSecond') or 0:.0f}/s"
+                )
+    if parts:
+        logger.info("progress | %s", " | ".join(parts))
+
+
+def _install_signal_handlers(stop_event: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        logger.info("signal %d: stopping queries cleanly", signum)
+        stop_event.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

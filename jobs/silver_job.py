@@ -1,0 +1,93 @@
+"""The silver query: bronze Delta stream -> silver/sensor_readings + silver/quarantine.
+
+Each micro-batch (foreachBatch) is written idempotently: quarantine rows by a Delta
+transaction (txnAppId = the checkpoint's query id, txnVersion = batch id), valid readings by an
+insert-only MERGE on (sensor_id, event_time), which also de-duplicates against every reading
+already kept — late readings included, so nothing valid is dropped here.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from bronze.schema import BRONZE_SCHEMA
+from jobs.config import Config
+from jobs.registry import read_registry, sync_registry
+from jobs.streaming import checkpoint_query_id, ensure_table, idempotent_append
+from jobs.tables import BRONZE_RAW, QUARANTINE, SILVER_READINGS
+from silver.schema import QUARANTINE_SCHEMA, SILVER_SCHEMA
+from silver.transform import dedup_batch, enrich, parse, quarantine_rows, valid_rows
+
+logger = logging.getLogger(__name__)
+
+QUERY_NAME = "silver"
+
+
+def write_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
+    spark = batch.sparkSession
+    parsed = parse(batch, cfg=cfg.validation).persist()
+    try:
+        counts = parsed.agg(
+            F.count(F.lit(1)).alias("n"),
+            F.sum(F.when(F.size("reasons") > 0, 1).otherwise(0)).alias("bad"),
+            F.collect_set(F.when(F.size("reasons") == 0, F.to_date("event_time"))).alias("dates"),
+        ).first()
+        if not counts or counts.n == 0:
+            return
+        app_id = f"silver-quarantine-{checkpoint_query_id(cfg.paths.checkpoint(QUERY_NAME))}"
+        if counts.bad:
+            idempotent_append(quarantine_rows(parsed), cfg.paths.table(QUARANTINE),
+                              app_id=app_id, batch_id=batch_id)
+        inserted = 0
+        if counts.n > counts.bad:
+            readings = enrich(dedup_batch(valid_rows(parsed)), read_registry(spark, cfg),
+                              alerts=cfg.alerts)
+            inserted = _merge_new(spark, cfg, readings, sorted(counts.dates))
+        logger.info(
+            "silver batch %d: %d records -> %d readings kept, %d duplicates, %d quarantined",
+            batch_id, counts.n, inserted, counts.n - counts.bad - inserted, counts.bad,
+        )
+    finally:
+        parsed.unpersist()
+
+
+def _merge_new(spark: SparkSession, cfg: Config, readings: DataFrame, dates: list) -> int:
+    """Insert readings whose (sensor_id, event_time) silver does not hold yet; return how many."""
+    target = DeltaTable.forPath(spark, str(cfg.paths.table(SILVER_READINGS)))
+    # Literal dates let Delta prune the target to the partitions this batch can touch.
+    in_dates = ", ".join(f"DATE'{d.isoformat()}'" for d in dates)
+    condition = (
+        f"t.event_date IN ({in_dates}) AND t.sensor_id = s.sensor_id "
+        "AND t.event_time = s.event_time"
+    )
+    metrics = (
+        target.alias("t").merge(readings.alias("s"), condition).whenNotMatchedInsertAll().execute()
+    )
+    row = metrics.first() if metrics is not None else None
+    return int(row["num_inserted_rows"]) if row is not None else 0
+
+
+def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
+    ensure_table(spark, cfg.paths.table(SILVER_READINGS), SILVER_SCHEMA, ("event_date",))
+    ensure_table(spark, cfg.paths.table(QUARANTINE), QUARANTINE_SCHEMA)
+    sync_registry(spark, cfg)
+    # Silver may start before bronze has committed anything.
+    ensure_table(spark, cfg.paths.table(BRONZE_RAW), BRONZE_SCHEMA, ("ingest_date",))
+    query = (
+        spark.readStream.format("delta")
+        .option("maxFilesPerTrigger", cfg.streaming.max_files_per_trigger)
+        .load(str(cfg.paths.table(BRONZE_RAW)))
+        .writeStream.queryName(QUERY_NAME)
+        .foreachBatch(functools.partial(write_batch, cfg=cfg))
+        .option("checkpointLocation", str(cfg.paths.checkpoint(QUERY_NAME)))
+        .trigger(**trigger)
+        .start()
+    )
+    logger.info("silver query started")
+    return query
