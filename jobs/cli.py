@@ -133,6 +133,61 @@ def run_cmd(cfg: Config, layers: str, once: bool, console: bool) -> None:
         spark.stop()
 
 
+@cli.command("query")
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@click.option("--version", type=int, default=None, help="Read the table(s) at this version.")
+@click.option("--as-of", default=None, metavar="TS",
+              help="Read the table(s) as of this ISO-8601 time (UTC unless it has a zone).")
+@click.option("--table", "tables", multiple=True, metavar="VIEW",
+              help="Views that --version/--as-of apply to (repeatable; default all).")
+@click.pass_obj
+def query_cmd(cfg: Config, sql: str, fmt: str, version: int | None, as_of: str | None,
+              tables: tuple[str, ...]) -> None:
+    """Run SQL in DuckDB over a view per Delta table (alerts, sensor_stats_5m, …)."""
+    from jobs import serving
+
+    try:
+        lake = serving.open_lakehouse(cfg, version=version, as_of=as_of, tables=tables)
+        if lake.missing:
+            logger.info("tables not created yet (no view): %s", ", ".join(lake.missing))
+        click.echo(serving.FORMATS[fmt](lake.execute(sql)))
+    except serving.ServingError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.command("history")
+@click.argument("table")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@click.pass_obj
+def history_cmd(cfg: Config, table: str, fmt: str) -> None:
+    """Versions of a table: time, operation, rows added (from its _delta_log)."""
+    from jobs import serving
+    from jobs.tables import VIEWS
+
+    if table not in VIEWS:
+        raise click.ClickException(f"unknown table {table!r}; known: {', '.join(sorted(VIEWS))}")
+    try:
+        click.echo(serving.FORMATS[fmt](serving.history_result(cfg.paths.table(VIEWS[table]))))
+    except serving.ServingError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.command("dashboard")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8501, show_default=True, type=int)
+@click.option("--refresh", default=5.0, show_default=True, type=float,
+              help="Seconds between page refreshes.")
+@click.pass_obj
+def dashboard_cmd(cfg: Config, host: str, port: int, refresh: float) -> None:
+    """Serve the live dashboard and /metrics (reads the tables through DuckDB)."""
+    from dashboard.server import serve
+
+    serve(cfg, host=host, port=port, refresh_s=refresh)
+
+
 def main() -> None:
     cli(prog_name="lakehouse")
 
