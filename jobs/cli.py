@@ -188,6 +188,85 @@ def dashboard_cmd(cfg: Config, host: str, port: int, refresh: float) -> None:
     serve(cfg, host=host, port=port, refresh_s=refresh)
 
 
+@cli.command("generate")
+@click.option("--sensors", default=100, show_default=True, type=int, help="Fleet size.")
+@click.option("--rate", type=float, default=None,
+              help="Messages per second overall (default: real time, or --speedup).")
+@click.option("--duration", type=float, default=None, help="Run this many wall seconds.")
+@click.option("--count", type=int, default=None, help="Send this many messages.")
+@click.option("--seed", default=42, show_default=True, type=int)
+@click.option("--interval", default=5.0, show_default=True, type=float,
+              help="Event-time seconds between two readings of a sensor.")
+@click.option("--faults", default=None, metavar="KIND=RATE,...",
+              help="Per-reading fault rates, e.g. malformed_json=0.01,duplicate=0.02 (all=R).")
+@click.option("--events", default=None, metavar="KIND=RATE,...",
+              help="Per-reading event rates, e.g. heat_spike=0.0005,silence=0.0002 (all=R).")
+@click.option("--sink", type=click.Choice(["kafka", "files", "socket"]), default="kafka",
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder of the files sink.")
+@click.option("--port", default=9999, show_default=True, type=int, help="Socket sink port.")
+@click.option("--truth", type=click.Path(path_type=Path), default=None,
+              help="Write injected events and faults here (JSON lines).")
+@click.option("--registry", type=click.Path(path_type=Path), default=None,
+              help="Sensor registry CSV (default <data_dir>/registry/sensors.csv).")
+@click.option("--speedup", type=float, default=None,
+              help="Event time runs this many times faster than the wall clock.")
+@click.option("--start", default=None, metavar="ISO",
+              help="Event time of the first reading (default: so the stream ends now).")
+@click.option("--workers", default=1, show_default=True, type=int,
+              help="Producer processes, each with a share of the fleet.")
+@click.pass_obj
+def generate_cmd(cfg: Config, **kwargs: object) -> None:
+    """Simulate a sensor fleet (with injected events and faults) into Kafka, files or a socket."""
+    from generator.commands import GenerateOptions, generate, rates_text
+
+    kwargs["duration_s"] = kwargs.pop("duration")
+    kwargs["interval_s"] = kwargs.pop("interval")
+    try:
+        result = generate(cfg, GenerateOptions(**kwargs))  # type: ignore[arg-type]
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(result.describe())
+    click.echo(f"faults: {rates_text(result.faults)}")
+    click.echo(f"events: {rates_text(result.events)}")
+
+
+@cli.command("replay")
+@click.argument("source")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder holding beijing-prsa/ (default ../shared/data from the repo root).")
+@click.option("--speedup", default=3600.0, show_default=True, type=float,
+              help="Event time runs this many times faster than the wall clock.")
+@click.option("--rate", type=float, default=None, help="Messages per second instead.")
+@click.option("--mapping", default=None, metavar="COL=FIELD,...",
+              help="CSV column -> wire field (sensor_id, timestamp, temperature, humidity, "
+                   "pressure, location, dewpoint).")
+@click.option("--stations", default=None, help="Beijing stations, comma-separated.")
+@click.option("--limit", type=int, default=None, help="Send at most this many readings.")
+@click.option("--sink", type=click.Choice(["kafka", "files", "socket"]), default="kafka",
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+@click.option("--port", default=9999, show_default=True, type=int)
+@click.pass_obj
+def replay_cmd(cfg: Config, source: str, data_dir: Path | None, stations: str | None,
+               **kwargs: object) -> None:
+    """Stream real data (``beijing`` or a CSV file) preserving event time."""
+    from generator.commands import DEFAULT_SHARED_DATA, ReplayOptions, replay
+    from generator.replay import ATTRIBUTION
+
+    click.echo(ATTRIBUTION)
+    names = tuple(s.strip() for s in (stations or "").split(",") if s.strip())
+    opts = ReplayOptions(source=source, data_dir=data_dir or DEFAULT_SHARED_DATA,
+                         stations=names, **kwargs)  # type: ignore[arg-type]
+    try:
+        result, stats = replay(cfg, opts)
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(stats.describe())
+    click.echo(result.describe())
+
+
 def main() -> None:
     cli(prog_name="lakehouse")
 
