@@ -1,0 +1,1 @@
+"""Live web dashboard over the lakehouse (reads through DuckDB); see server.py."""
