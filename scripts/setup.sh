@@ -75,6 +75,19 @@ else
   log "JVM jars up to date"
 fi
 
+# --- Headless Chromium for the dashboard's browser test (Debian package, no browser download)
+if [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    log "installing Debian's chromium (dashboard browser test)"
+    apt-get update -qq >/dev/null \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+      || die "apt-get could not install chromium (needed by tests/test_dashboard.py)."
+  else
+    log "WARNING: /usr/bin/chromium missing and apt-get unavailable (or not root):"
+    log "         install Debian's chromium to run tests/test_dashboard.py"
+  fi
+fi
+
 # --- DuckDB delta extension (shipped in the duckdb-extension-delta wheel, no network) ----
 .venv/bin/python -m jobs.duck --check >/dev/null \
   || die "DuckDB could not load the delta extension from the duckdb-extension-delta wheel."
