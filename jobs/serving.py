@@ -3,8 +3,9 @@
 Every table of `jobs.tables.VIEWS` that exists becomes a DuckDB view over `delta_scan`; the
 view is re-bound on every query, so a long-lived `Lakehouse` (the dashboard's) always sees
 the newest committed version. Time travel uses `delta_scan(path, version => N)`; an as-of
-timestamp is resolved to a version from the table's own `_delta_log` commit files, since
-DuckDB's delta extension cannot list history. Nothing here needs Spark.
+timestamp is resolved to a version from the table's own `_delta_log` commit files (Delta's
+commit-time rule: in-commit timestamp, else the commit file's time), since DuckDB's delta
+extension cannot list history. Nothing here needs Spark.
 
     from jobs.serving import gold
     gold.alerts()                                   # pandas DataFrame
@@ -15,6 +16,7 @@ DuckDB's delta extension cannot list history. Nothing here needs Spark.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -23,7 +25,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,10 +96,12 @@ def _read_commit(version: int, file: Path) -> Commit:
                 added_records += json.loads(action["add"]["stats"]).get("numRecords", 0)
         elif "remove" in action:
             removed += 1
-    # In-commit timestamps (a table feature) are the commit's true time when present.
-    millis = info.get("inCommitTimestamp", info.get("timestamp"))
+    # Delta's own rule (what Spark's DESCRIBE HISTORY and timestampAsOf use): the in-commit
+    # timestamp when the table has that feature, else the commit file's modification time;
+    # commitInfo.timestamp is only the writer's clock before the commit.
+    millis = info.get("inCommitTimestamp")
     if millis is None:
-        millis = int(file.stat().st_mtime * 1000)
+        millis = file.stat().st_mtime_ns // 1_000_000
     metrics = info.get("operationMetrics") or {}
     rows_added = _metric(metrics, "numTargetRowsInserted", "numOutputRows")
     if info.get("operation") in {"OPTIMIZE", "VACUUM START", "VACUUM END"}:
@@ -118,7 +122,8 @@ def _read_commit(version: int, file: Path) -> Commit:
 
 
 def history(path: Path) -> list[Commit]:
-    """Every version whose commit file is still in the log, oldest first.
+    """Every version whose commit file is still in the log, oldest first, with Delta's
+    commit times (as Spark's DESCRIBE HISTORY gives them).
 
     Versions whose JSON was cleaned up after a checkpoint (log retention) are not listed.
     """
@@ -130,7 +135,13 @@ def history(path: Path) -> list[Commit]:
         m = _COMMIT_FILE.match(file.name)
         if m:
             commits.append(_read_commit(int(m.group(1)), file))
-    return sorted(commits, key=lambda c: c.version)
+    commits.sort(key=lambda c: c.version)
+    # As Delta does, make times strictly increasing (file times can tie or go backwards).
+    for i in range(1, len(commits)):
+        floor = commits[i - 1].timestamp + timedelta(milliseconds=1)
+        if commits[i].timestamp < floor:
+            commits[i] = dataclasses.replace(commits[i], timestamp=floor)
+    return commits
 
 
 def parse_timestamp(text: str) -> datetime:

@@ -78,3 +78,13 @@ def spark(base_cfg: Config):  # noqa: ANN201 - SparkSession import is deferred o
 @pytest.fixture()
 def table_dir(tmp_path: Path) -> Path:
     return tmp_path / "tables"
+
+
+@pytest.fixture(scope="session")
+def sample_lake(base_cfg: Config, spark, tmp_path_factory: pytest.TempPathFactory) -> Config:  # noqa: ANN001
+    """Config whose lakehouse holds the small fixed tables of tests/serving_samples.py."""
+    from serving_samples import write_sample_tables
+
+    root = tmp_path_factory.mktemp("sample-lakehouse")
+    write_sample_tables(spark, root)
+    return base_cfg.with_overrides({"paths.lakehouse_root": str(root)})
