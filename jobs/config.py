@@ -52,11 +52,12 @@ class PathsConfig:
         return self.data_dir / "kafka"
 
     def table(self, name: str) -> Path:
-        """Path of a Delta table by its layer/name, e.g. ``bronze/sensor_raw``."""
-        return self.lakehouse / name
+        """Absolute path of a Delta table by its layer/name, e.g. ``bronze/sensor_raw``."""
+        return (self.lakehouse / name).resolve()
 
     def checkpoint(self, query: str) -> Path:
-        return self.checkpoints / query
+        """Absolute path of a streaming query's checkpoint."""
+        return (self.checkpoints / query).resolve()
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ class AlertsConfig:
     rising_trend: RisingTrend = field(default_factory=RisingTrend)
     offline: Offline = field(default_factory=Offline)
     severities: Mapping[str, str] = field(default_factory=dict)
-    # Per-sensor rule state unused this long (processing time) is dropped from the state store.
+    # A sensor's rule state is deleted this long (event time) after its last reading.
     state_ttl_s: int = 7 * 24 * 3600
 
 

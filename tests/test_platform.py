@@ -29,7 +29,7 @@ def test_config_defaults_match_design() -> None:
     assert (cfg.kafka.topic_in, cfg.kafka.topic_alerts) == ("iot-sensors", "iot-alerts")
     assert (cfg.kafka.partitions_in, cfg.kafka.partitions_alerts) == (6, 3)
     assert cfg.paths.lakehouse == Path("data/lakehouse")
-    assert cfg.paths.checkpoint("bronze") == Path("data/lakehouse/_checkpoints/bronze")
+    assert cfg.paths.checkpoint("bronze") == Path("data/lakehouse/_checkpoints/bronze").resolve()
     assert cfg.kafka.controller_port == 9093
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.kafka.bootstrap = "x"  # type: ignore[misc]
