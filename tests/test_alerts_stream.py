@@ -1,0 +1,118 @@
+"""The alerts query end to end on real parts: a silver Delta table -> transformWithStateInPandas
+-> gold/alerts (MERGE) and the real Kafka broker's alert topic."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+
+from gold.alert_rules import alert_id
+from jobs import tables
+from jobs.alerts_job import start_alerts
+from jobs.config import Config
+from jobs.topics import create_topics
+from silver.schema import SILVER_SCHEMA
+
+pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.timeout(600)]
+
+T0 = datetime(2024, 1, 10, 14, 0, tzinfo=UTC)
+
+
+def at(minutes: float = 0, seconds: float = 0) -> datetime:
+    return T0 + timedelta(minutes=minutes, seconds=seconds)
+
+
+def silver_row(sensor: str, t: datetime, temp: float, hum: float = 50.0,
+               pres: float = 1013.0) -> tuple:
+    values = {"sensor_id": sensor, "event_time": t, "temperature": float(temp),
+              "humidity": float(hum), "pressure": float(pres), "location": f"loc-{sensor}"}
+    return tuple(values.get(f.name) for f in SILVER_SCHEMA.fields)
+
+
+def append_silver(spark, cfg: Config, rows: list[tuple]) -> None:
+    (spark.createDataFrame(rows, SILVER_SCHEMA).write.format("delta").mode("append")
+     .save(str(cfg.paths.table(tables.SILVER_READINGS))))
+
+
+def run_once(spark, cfg: Config) -> None:
+    query = start_alerts(spark, cfg, trigger={"availableNow": True})
+    try:
+        query.awaitTermination(300)
+        assert query.exception() is None, query.exception()
+    finally:
+        query.stop()
+
+
+def table_alerts(spark, cfg: Config) -> set[tuple]:
+    rows = spark.read.format("delta").load(str(cfg.paths.table(tables.ALERTS))).collect()
+    return {(r.sensor_id, r.alert_type, r.metric,
+             r.event_time.replace(tzinfo=UTC)) for r in rows}
+
+
+def kafka_alerts(cfg: Config) -> list[tuple[str, dict]]:
+    consumer = KafkaConsumer(cfg.kafka.topic_alerts, bootstrap_servers=cfg.kafka.bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000,
+                             group_id=None)
+    try:
+        return [(m.key.decode(), json.loads(m.value)) for m in consumer]
+    finally:
+        consumer.close()
+
+
+@pytest.fixture()
+def cfg(kafka_cfg: Config, tmp_path: Path) -> Config:
+    topic = f"iot-alerts-{uuid.uuid4().hex[:8]}"
+    out = kafka_cfg.with_overrides({"paths.lakehouse_root": str(tmp_path / "lakehouse"),
+                                    "kafka.topic_alerts": topic})
+    create_topics(out, {topic: 1})
+    return out
+
+
+def test_alerts_query_to_delta_and_kafka_idempotent(spark, cfg: Config) -> None:
+    live = [silver_row("S_LIVE", at(m), 20.0 + (m % 2) * 0.5) for m in range(31)]
+    hot = [silver_row("S_HOT", at(seconds=s), t) for s, t in ((0, 31), (10, 32), (20, 33))]
+    jump = [silver_row("S_JUMP", at(0), 20.0), silver_row("S_JUMP", at(seconds=30), 26.0)]
+    gone = [silver_row("S_GONE", at(m), 20.0) for m in range(6)]
+    append_silver(spark, cfg, live + hot + jump + gone)
+
+    run_once(spark, cfg)
+    # Watermark after the data = 14:30 - 10 min = 14:20: every sensor silent since before
+    # 14:10 is offline at last reading + 10 min; S_LIVE (last 14:30) is not.
+    expected = {
+        ("S_HOT", "HIGH_TEMP", "temperature", at(seconds=0)),
+        ("S_HOT", "HIGH_TEMP", "temperature", at(seconds=10)),
+        ("S_HOT", "HIGH_TEMP", "temperature", at(seconds=20)),
+        ("S_HOT", "CONSECUTIVE_ALERTS", None, at(seconds=20)),
+        ("S_HOT", "SENSOR_OFFLINE", None, at(10, 20)),
+        ("S_JUMP", "RAPID_CHANGE", "temperature", at(seconds=30)),
+        ("S_JUMP", "SENSOR_OFFLINE", None, at(10, 30)),
+        ("S_GONE", "SENSOR_OFFLINE", None, at(15)),
+    }
+    assert table_alerts(spark, cfg) == expected
+    messages = kafka_alerts(cfg)
+    assert sorted((k, v["alert_type"], v["event_time"]) for k, v in messages) == sorted(
+        (s, kind, t.isoformat().replace("+00:00", "Z")) for s, kind, _, t in expected)
+    for key, value in messages:
+        assert key == value["sensor_id"]
+        assert value["alert_id"] == alert_id(value["sensor_id"], value["alert_type"],
+                                             value["metric"], datetime.fromisoformat(
+                                                 value["event_time"]))
+
+    # Replaying everything from scratch (new checkpoint) inserts and publishes nothing new.
+    replay = cfg.with_overrides({"paths.checkpoint_root": str(cfg.paths.lakehouse / "_cp2")})
+    run_once(spark, replay)
+    assert table_alerts(spark, cfg) == expected
+    assert len(kafka_alerts(cfg)) == len(expected)
+
+    # S_GONE comes back: RECOVERED at its first reading, from the original checkpoint's state.
+    append_silver(spark, cfg, [silver_row("S_GONE", at(31), 20.0),
+                               silver_row("S_LIVE", at(31), 20.0)])
+    run_once(spark, cfg)
+    assert table_alerts(spark, cfg) - expected == {
+        ("S_GONE", "SENSOR_RECOVERED", None, at(31))}
+    assert len(kafka_alerts(cfg)) == len(expected) + 1
