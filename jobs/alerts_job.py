@@ -143,3 +143,34 @@ def start_alerts(spark: SparkSession, cfg: Config, *, trigger: dict[str, Any]) -
     listener.query_id = str(query.id)
     logger.info("alerts query started (%s) from %s", trigger, silver)
     return query
+
+
+def format_alert(alert: dict[str, Any]) -> str:
+    """One line per alert for `lakehouse alerts tail`."""
+    metric = f" {alert['metric']}={alert['value']:.2f}" if alert.get("metric") and \
+        alert.get("value") is not None else ""
+    threshold = f" (threshold {alert['threshold']:.2f})" if alert.get("threshold") is not None \
+        else ""
+    return (f"{alert['event_time']}  {alert['severity']:<8} {alert['alert_type']:<18} "
+            f"{alert['sensor_id']}{metric}{threshold}  [{alert.get('location') or '-'}] "
+            f"id={alert['alert_id'][:12]}")
+
+
+def tail_alerts(cfg: Config, *, from_beginning: bool = False, limit: int | None = None,
+                idle_s: float | None = None) -> Iterable[dict[str, Any]]:
+    """Alerts as they arrive on `iot-alerts` (no consumer group: nothing is committed)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        cfg.kafka.topic_alerts, bootstrap_servers=cfg.kafka.bootstrap, group_id=None,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        consumer_timeout_ms=int(idle_s * 1000) if idle_s else float("inf"),
+        value_deserializer=lambda b: json.loads(b),
+    )
+    try:
+        for n, message in enumerate(consumer, start=1):
+            yield message.value
+            if limit is not None and n >= limit:
+                return
+    finally:
+        consumer.close()
