@@ -267,6 +267,48 @@ def replay_cmd(cfg: Config, source: str, data_dir: Path | None, stations: str | 
     click.echo(result.describe())
 
 
+@cli.group()
+def alerts() -> None:
+    """The alert engine's output: live tail of iot-alerts, scoring against a truth file."""
+
+
+@alerts.command("tail")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest alert on the topic.")
+@click.option("--max", "limit", type=int, default=None, help="Stop after this many alerts.")
+@click.option("--idle", type=float, default=None, help="Stop after this many quiet seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print each alert's JSON as published.")
+@click.pass_obj
+def alerts_tail(cfg: Config, from_beginning: bool, limit: int | None, idle: float | None,
+                as_json: bool) -> None:
+    """Print alerts from the alert topic as they are published."""
+    import json
+
+    from jobs.alerts_job import format_alert, tail_alerts
+
+    for alert in tail_alerts(cfg, from_beginning=from_beginning, limit=limit, idle_s=idle):
+        click.echo(json.dumps(alert, sort_keys=True) if as_json else format_alert(alert))
+
+
+@alerts.command("score")
+@click.option("--truth", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Generator truth file (JSON lines).")
+@click.option("--table", type=click.Path(path_type=Path), default=None,
+              help="gold/alerts Delta table (default: the configured one).")
+@click.option("--strict", is_flag=True,
+              help="Exit 1 unless every event is detected and no alert is unexplained.")
+@click.pass_obj
+def alerts_score(cfg: Config, truth: Path, table: Path | None, strict: bool) -> None:
+    """Recall per injected event kind and unexplained alerts of gold/alerts."""
+    from jobs import tables
+    from jobs.alert_score import load_alerts, read_truth, score
+
+    result = score(load_alerts(table or cfg.paths.table(tables.ALERTS)), read_truth(truth),
+                   cfg=cfg.alerts)
+    click.echo(result.describe())
+    if strict and not result.perfect:
+        sys.exit(1)
+
+
 def main() -> None:
     cli(prog_name="lakehouse")
 

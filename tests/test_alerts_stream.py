@@ -9,11 +9,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from kafka import KafkaConsumer
 
 from gold.alert_rules import alert_id
 from jobs import tables
+from jobs.alert_score import load_alerts
 from jobs.alerts_job import start_alerts
+from jobs.cli import cli
 from jobs.config import Config
 from jobs.topics import create_topics
 from silver.schema import SILVER_SCHEMA
@@ -116,3 +119,18 @@ def test_alerts_query_to_delta_and_kafka_idempotent(spark, cfg: Config) -> None:
     assert table_alerts(spark, cfg) - expected == {
         ("S_GONE", "SENSOR_RECOVERED", None, at(31))}
     assert len(kafka_alerts(cfg)) == len(expected) + 1
+
+    # The same table through DuckDB, and the scoring command on a truth file of that silence.
+    table = cfg.paths.table(tables.ALERTS)
+    assert {(a["sensor_id"], a["alert_type"], a["metric"], a["event_time"].astimezone(UTC))
+            for a in load_alerts(table)} == table_alerts(spark, cfg)
+    truth = cfg.paths.lakehouse / "truth.jsonl"
+    truth.write_text(json.dumps({"type": "event", "kind": "silence", "sensor_id": "S_GONE",
+                                 "start": "2024-01-10T14:05:00Z",
+                                 "end": "2024-01-10T14:31:00Z"}) + "\n")
+    args = ["alerts", "score", "--truth", str(truth), "--table", str(table)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "silence               1         1  1.000" in result.output
+    assert "UNEXPLAINED HIGH_TEMP S_HOT" in result.output
+    assert CliRunner().invoke(cli, [*args, "--strict"]).exit_code == 1
