@@ -78,6 +78,7 @@ class GenerateOptions:
     speedup: float | None = None
     start: str | None = None
     workers: int = 1
+    producer: str = "kafka-python"
 
 
 def plan_generate(
@@ -133,8 +134,8 @@ def generate(cfg: Config, opts: GenerateOptions) -> RunResult:
         from jobs.topics import create_topics
 
         create_topics(cfg)
-    sink = SinkSpec(kind=opts.sink, bootstrap=cfg.kafka.bootstrap, topic=cfg.kafka.topic_in,
-                    out_dir=opts.out, port=opts.port)
+    sink = SinkSpec(kind=opts.sink, producer=opts.producer, bootstrap=cfg.kafka.bootstrap,
+                    topic=cfg.kafka.topic_in, out_dir=opts.out, port=opts.port)
     logger.info(
         "generating: %d sensors every %g s from %s, %s, sink %s",
         len(spec.sensors), spec.interval_s, spec.start.isoformat(),
@@ -156,6 +157,7 @@ class ReplayOptions:
     sink: str = "kafka"
     out: Path | None = None
     port: int = 9999
+    producer: str = "kafka-python"
 
 
 def replay(cfg: Config, opts: ReplayOptions) -> tuple[RunResult, ReplayStats]:
@@ -168,8 +170,8 @@ def replay(cfg: Config, opts: ReplayOptions) -> tuple[RunResult, ReplayStats]:
         from jobs.topics import create_topics
 
         create_topics(cfg)
-    sink = SinkSpec(kind=opts.sink, bootstrap=cfg.kafka.bootstrap, topic=cfg.kafka.topic_in,
-                    out_dir=opts.out, port=opts.port).open()
+    sink = SinkSpec(kind=opts.sink, producer=opts.producer, bootstrap=cfg.kafka.bootstrap,
+                    topic=cfg.kafka.topic_in, out_dir=opts.out, port=opts.port).open()
     pacing = Pacing(rate=opts.rate, speedup=None if opts.rate else opts.speedup)
     result = drive(replay_messages(readings, opts.limit), sink, pacing, label="replay")
     return result, stats

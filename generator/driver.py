@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
+import queue
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from generator.sinks import FileSink, KafkaSink, Sink, SocketSink
+from generator.sinks import ConfluentKafkaSink, FileSink, KafkaSink, Sink, SocketSink
 from generator.stream import GeneratorSpec, Message, SourceStats, generate_messages
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ def _stats_extra(stats: SourceStats | None) -> str:
 @dataclass(frozen=True)
 class SinkSpec:
     kind: str = "kafka"  # kafka | files | socket
+    producer: str = "kafka-python"  # kafka-python | confluent (librdkafka)
     bootstrap: str = "127.0.0.1:9092"
     topic: str = "iot-sensors"
     out_dir: Path | None = None
@@ -170,6 +172,10 @@ class SinkSpec:
 
     def open(self, worker: int | None = None) -> Sink:
         if self.kind == "kafka":
+            if self.producer == "confluent":
+                return ConfluentKafkaSink(self.bootstrap, self.topic)
+            if self.producer != "kafka-python":
+                raise ValueError(f"unknown producer {self.producer!r}: kafka-python or confluent")
             return KafkaSink(self.bootstrap, self.topic)
         if self.kind == "files":
             if self.out_dir is None:
@@ -212,13 +218,13 @@ def split_spec(spec: GeneratorSpec, workers: int, worker: int) -> GeneratorSpec:
 
 def _worker_main(
     spec: GeneratorSpec, sink_spec: SinkSpec, pacing: Pacing, truth_path: str | None,
-    worker: int, counters: object, log_level: int,
-) -> dict[str, object]:
+    worker: int, counters: Any, results: Any, log_level: int,
+) -> None:
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
     def report(n: int) -> None:
-        counters[worker] = n  # type: ignore[index]
+        counters[worker] = n
 
     truth = TruthWriter(truth_path) if truth_path else None
     stats = SourceStats()
@@ -226,11 +232,13 @@ def _worker_main(
         sink = sink_spec.open(worker)
         result = drive(generate_messages(spec, truth=truth, stats=stats), sink, pacing,
                        stats=stats, label=f"worker {worker}", on_progress=report)
+        results.put((worker, result, None))
+    except Exception as exc:  # reported to the parent, which fails the run
+        results.put((worker, None, f"{type(exc).__name__}: {exc}"))
+        raise
     finally:
         if truth is not None:
             truth.close()
-    return {"sent": result.sent, "delivered": result.delivered, "errors": result.errors,
-            "faults": result.faults, "events": result.events}
 
 
 def _run_workers(
@@ -242,32 +250,51 @@ def _run_workers(
     workers = min(workers, len(spec.sensors))
     ctx = mp.get_context("spawn")
     counters = ctx.Array("q", workers)
+    results = ctx.Queue()
     share = Pacing(rate=pacing.rate / workers if pacing.rate else None, speedup=pacing.speedup,
                    wall_duration_s=pacing.wall_duration_s)
     parts = [None if truth_path is None else f"{truth_path}.part{w}" for w in range(workers)]
     level = logging.getLogger().getEffectiveLevel()
     progress = Progress(f"generate ({workers} workers)", time.monotonic)
+    procs = [
+        ctx.Process(target=_worker_main, name=f"generator-{w}",
+                    args=(split_spec(spec, workers, w), sink_spec, share, parts[w], w, counters,
+                          results, level))
+        for w in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
     total = RunResult()
-    with ctx.Pool(workers) as pool:
-        pending = [
-            pool.apply_async(_worker_main, (split_spec(spec, workers, w), sink_spec, share,
-                                            parts[w], w, counters, level))
-            for w in range(workers)
-        ]
-        while not all(p.ready() for p in pending):
-            time.sleep(0.1)
-            progress.maybe(sum(counters[:]))
-        for p in pending:
-            r = p.get()
-            total.sent += int(r["sent"])  # type: ignore[arg-type]
-            total.delivered += int(r["delivered"])  # type: ignore[arg-type]
-            total.errors += int(r["errors"])  # type: ignore[arg-type]
+    failures: list[str] = []
+    got = 0
+    try:
+        while got < workers:
+            try:
+                w, r, err = results.get(timeout=0.2)
+            except queue.Empty:
+                progress.maybe(sum(counters[:]))
+                if not any(p.is_alive() for p in procs) and results.empty():
+                    failures.append("a worker died without a result")
+                    break
+                continue
+            got += 1
+            if err is not None:
+                failures.append(f"worker {w}: {err}")
+                continue
+            total.sent += r.sent
+            total.delivered += r.delivered
+            total.errors += r.errors
             for key in ("faults", "events"):
                 into = getattr(total, key)
-                for kind, n in r[key].items():  # type: ignore[union-attr]
+                for kind, n in getattr(r, key).items():
                     into[kind] = into.get(kind, 0) + n
+    finally:
+        for proc in procs:
+            proc.join()
     total.seconds = time.monotonic() - progress.t0
     progress.log(total.sent)
+    if failures:
+        raise RuntimeError("; ".join(failures))
     if truth_path is not None:
         with Path(truth_path).open("w", encoding="utf-8") as out:
             for part in parts:

@@ -79,9 +79,10 @@ class GeneratorSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sensors", tuple(self.sensors))
-        object.__setattr__(self, "faults", MappingProxyType(dict(self.faults)))
-        object.__setattr__(self, "events", MappingProxyType(dict(self.events)))
-        object.__setattr__(self, "ranges", MappingProxyType(dict(self.ranges)))
+        # plain dict copies: the caller's mappings cannot change the spec, and it pickles
+        object.__setattr__(self, "faults", dict(self.faults))
+        object.__setattr__(self, "events", dict(self.events))
+        object.__setattr__(self, "ranges", {k: tuple(v) for k, v in self.ranges.items()})
         if not self.sensors:
             raise ValueError("the spec needs at least one sensor")
         if self.start.tzinfo is None:
