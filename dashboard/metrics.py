@@ -61,6 +61,7 @@ def render(lake: Lakehouse) -> str:
     """The /metrics page; `lakehouse_metrics_table_up` is 0 until the table exists."""
     lines = ["# HELP lakehouse_metrics_table_up 1 when gold/pipeline_metrics can be read.",
              "# TYPE lakehouse_metrics_table_up gauge"]
+    lake.refresh()
     if not lake.has("pipeline_metrics"):
         lines.append("lakehouse_metrics_table_up 0")
         return "\n".join(lines) + "\n"

@@ -264,6 +264,7 @@ def _safe(fn: Callable[[], Panel], name: str) -> Panel:
 
 def all_panels(lake: Lakehouse, f: Filters) -> dict[str, Any]:
     """Every panel, each computed on its own so one failing table spares the others."""
+    lake.refresh()  # tables created since the last refresh get their views
     out: dict[str, Any] = {name: _safe(lambda fn=fn: fn(lake, f), name)
                            for name, fn in PANELS.items()}
     choice = _safe(lambda: sensors(lake, f), "sensors")

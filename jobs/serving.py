@@ -154,7 +154,8 @@ def parse_timestamp(text: str) -> datetime:
 
 
 def version_as_of(path: Path, ts: datetime) -> int:
-    """The latest version committed at or before `ts` (Delta's `timestampAsOf` rule)."""
+    """The latest version committed at or before `ts` (Delta's `timestampAsOf` rule; a time
+    after the latest commit reads the latest version, where Spark would refuse it)."""
     commits = history(path)
     eligible = [c for c in commits if c.timestamp <= ts]
     if not eligible:
@@ -184,9 +185,11 @@ class Lakehouse:
     version each time it is queried. Safe to share between threads (queries are serialised).
     """
 
-    def __init__(self, cfg: Config, *, versions: Mapping[str, int] | None = None) -> None:
+    def __init__(self, cfg: Config, *, versions: Mapping[str, int] | None = None,
+                 hidden: Iterable[str] = ()) -> None:
         self.cfg = cfg
         self.versions = dict(versions or {})
+        self.hidden = set(hidden)  # tables that did not exist at the requested time
         unknown = sorted(set(self.versions) - set(VIEWS))
         if unknown:
             raise ServingError(f"unknown table(s) {unknown}; known: {sorted(VIEWS)}")
@@ -208,7 +211,7 @@ class Lakehouse:
         with self._lock:
             for view in list(self.missing):
                 path = self.path(view)
-                if not is_delta_table(path):
+                if view in self.hidden or not is_delta_table(path):
                     continue
                 args = _sql_str(str(path.resolve()))
                 if view in self.versions:
@@ -222,6 +225,15 @@ class Lakehouse:
         if pinned:
             raise ServingError(f"cannot time-travel {pinned}: table(s) do not exist yet")
         return created
+
+    def describe_missing(self) -> str:
+        """Which tables have no view, and why."""
+        young = [v for v in self.missing if v in self.hidden]
+        absent = [v for v in self.missing if v not in self.hidden]
+        parts = [f"{', '.join(absent)} (not created yet)"] if absent else []
+        if young:
+            parts.append(f"{', '.join(young)} (no such version / not yet at that time)")
+        return "; ".join(parts)
 
     def has(self, *views: str) -> bool:
         return all(v in self.available for v in views)
@@ -238,7 +250,7 @@ class Lakehouse:
             except duckdb.Error as exc:
                 hint = ""
                 if self.missing and any(v in sql for v in self.missing):
-                    hint = f" (not created yet: {', '.join(self.missing)})"
+                    hint = f" (no view for: {self.describe_missing()})"
                 raise ServingError(f"{exc}{hint}") from exc
         return Result(columns, rows)
 
@@ -267,6 +279,7 @@ def open_lakehouse(
         if name not in VIEWS:
             raise ServingError(f"unknown table {name!r}; known: {', '.join(sorted(VIEWS))}")
     pins: dict[str, int] = {}
+    hidden: list[str] = []
     if version is not None or as_of is not None:
         targets = names or [v for v in VIEWS if is_delta_table(cfg.paths.table(VIEWS[v]))]
         ts = parse_timestamp(as_of) if isinstance(as_of, str) else as_of
@@ -274,9 +287,22 @@ def open_lakehouse(
             path = cfg.paths.table(VIEWS[name])
             if not is_delta_table(path):
                 raise ServingError(f"table {name!r} does not exist yet at {path}")
-            pins[name] = version if version is not None else version_as_of(path, ts)
+            try:
+                if version is not None:
+                    latest = history(path)[-1].version
+                    if version > latest:
+                        raise ServingError(f"{name}: no version {version} (latest {latest})")
+                    pins[name] = version
+                else:
+                    pins[name] = version_as_of(path, ts)
+            except ServingError:
+                if names:
+                    raise
+                hidden.append(name)  # "all tables": one younger than the request is left out
+        if hidden:
+            logger.info("no view for tables without that version: %s", ", ".join(hidden))
         logger.info("time travel: %s", ", ".join(f"{k}@v{v}" for k, v in pins.items()))
-    return Lakehouse(cfg, versions=pins)
+    return Lakehouse(cfg, versions=pins, hidden=hidden)
 
 
 # --- Output formats --------------------------------------------------------------------------
