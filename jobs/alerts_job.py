@@ -11,12 +11,14 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from gold.alerts import alert_stream
@@ -80,26 +82,125 @@ def ensure_alerts_table(spark: SparkSession, cfg: Config) -> str:
     return path
 
 
-def write_alerts_batch(batch: DataFrame, batch_id: int, *, cfg: Config,
-                       publisher: AlertPublisher) -> None:
-    """foreachBatch sink: publish the batch's new alerts, then MERGE them (idempotent)."""
-    rows = batch.collect()  # one execution of the stateful plan; alerts are few
-    if not rows:
-        return
-    spark = batch.sparkSession
+def deliver_alerts(spark: SparkSession, cfg: Config, publisher: AlertPublisher,
+                   rows: list[Row]) -> tuple[int, int]:
+    """Publish the alerts not yet in gold/alerts, then MERGE all; returns (unique, new)."""
     unique = list({r["alert_id"]: r for r in rows}.values())
+    if not unique:
+        return 0, 0
     incoming = spark.createDataFrame(unique, ALERT_SCHEMA)
     path = cfg.paths.table(tables.ALERTS)
     existing = {r["alert_id"] for r in spark.read.format("delta").load(str(path))
                 .join(incoming.select("alert_id"), "alert_id", "left_semi")
                 .select("alert_id").collect()}
     new = [r.asDict() for r in unique if r["alert_id"] not in existing]
-    sent = publisher.publish(new)
+    publisher.publish(new)
     (DeltaTable.forPath(spark, str(path)).alias("t")
      .merge(incoming.alias("s"), "t.alert_id = s.alert_id")
      .whenNotMatchedInsertAll().execute())
-    logger.info("alerts batch %d: %d alerts, %d new, %d published", batch_id, len(rows),
-                len(new), sent)
+    return len(unique), len(new)
+
+
+def write_alerts_batch(batch: DataFrame, batch_id: int, *, cfg: Config,
+                       publisher: AlertPublisher) -> None:
+    """foreachBatch sink: publish the batch's new alerts, then MERGE them (idempotent)."""
+    rows = batch.collect()  # one execution of the stateful plan; alerts are few
+    if rows:
+        unique, new = deliver_alerts(batch.sparkSession, cfg, publisher, rows)
+        logger.info("alerts batch %d: %d alerts, %d new (published)", batch_id, unique, new)
+
+
+def silent_fleet_offline(spark: SparkSession, cfg: Config, *, anchor_ms: int,
+                         now: datetime) -> list[Row]:
+    """Processing-time fallback: SENSOR_OFFLINE rows for every sensor silent since the fleet
+    went quiet, without waiting for a watermark that no data will advance.
+
+    `anchor_ms` = the newest event time the query has seen. Only sensors whose last reading is
+    within offline.after_s + watermark of it can still lack their event-time OFFLINE; each gets
+    the alert the event-time path would raise (event_time = last + after_s, same alert_id), so
+    when data resumes the timer's copy is a no-op in the MERGE and is not published twice.
+    """
+    from pyspark.sql import functions as F
+
+    from gold.alert_rules import alert_id as make_id
+    from gold.alert_rules import from_ms, severity
+
+    after_s = cfg.alerts.offline.after_s
+    delay_s = _interval_s(cfg.streaming.watermark)
+    since = from_ms(anchor_ms - (after_s + delay_s) * 1000)
+    last = (spark.read.format("delta").load(str(cfg.paths.table(tables.SILVER_READINGS)))
+            .where(F.col("event_time") > F.lit(since))
+            .groupBy("sensor_id")
+            .agg(F.max_by("location", "event_time").alias("location"),
+                 F.max("event_time").alias("last")).collect())
+    out = []
+    for r in last:
+        last_t = r["last"] if r["last"].tzinfo else r["last"].replace(tzinfo=UTC)
+        t = last_t + timedelta(seconds=after_s)
+        details = json.dumps({"detected_by": "processing-time fallback",
+                              "last_reading": last_t.isoformat()}, sort_keys=True)
+        out.append(Row(alert_id=make_id(r["sensor_id"], "SENSOR_OFFLINE", None, t),
+                       sensor_id=r["sensor_id"], location=r["location"],
+                       alert_type="SENSOR_OFFLINE",
+                       severity=severity(cfg.alerts, "SENSOR_OFFLINE"), event_time=t,
+                       detected_at=now, metric=None, value=float(after_s),
+                       threshold=float(after_s), details=details))
+    return out
+
+
+_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def _interval_s(interval: str) -> int:
+    """Seconds of a Spark interval string such as "10 minutes" or "1 hour 30 minutes"."""
+    parts = interval.split()
+    if not parts or len(parts) % 2:
+        raise ValueError(f"cannot read interval {interval!r}")
+    total = 0
+    for count, unit in zip(parts[::2], parts[1::2], strict=True):
+        total += int(count) * _UNITS[unit.lower().rstrip("s")]
+    return total
+
+
+class SilentFleetWatchdog(threading.Thread):
+    """Driver thread beside a live alerts query: when no input has arrived for
+    offline.after_s of wall-clock time, raise the fallback SENSOR_OFFLINE alerts once."""
+
+    def __init__(self, spark: SparkSession, cfg: Config, query: StreamingQuery,
+                 publisher: AlertPublisher, *, poll_s: float = 5.0) -> None:
+        super().__init__(name="alerts-silent-fleet", daemon=True)
+        self.spark, self.cfg, self.query, self.publisher = spark, cfg, query, publisher
+        self.poll_s = poll_s
+
+    def run(self) -> None:
+        last_input: float | None = None
+        anchor_ms: int | None = None
+        swept = False
+        while self.query.isActive:
+            for p in reversed(self.query.recentProgress):
+                if p.get("numInputRows", 0) > 0:
+                    seen = datetime.fromisoformat(p["timestamp"].replace("Z", "+00:00"))
+                    if last_input is None or seen.timestamp() > last_input:
+                        last_input, swept = seen.timestamp(), False
+                        top = (p.get("eventTime") or {}).get("max")
+                        if top:
+                            anchor_ms = int(datetime.fromisoformat(top.replace(
+                                "Z", "+00:00")).timestamp() * 1000)
+                    break
+            now = datetime.now(tz=UTC)
+            quiet = last_input is not None and \
+                now.timestamp() - last_input >= self.cfg.alerts.offline.after_s
+            if quiet and not swept and anchor_ms is not None:
+                try:
+                    rows = silent_fleet_offline(self.spark, self.cfg, anchor_ms=anchor_ms,
+                                                now=now)
+                    unique, new = deliver_alerts(self.spark, self.cfg, self.publisher, rows)
+                    logger.warning("fleet silent for %ds: %d fallback SENSOR_OFFLINE, %d new",
+                                   self.cfg.alerts.offline.after_s, unique, new)
+                    swept = True
+                except Exception:  # the watchdog must never take the query down
+                    logger.exception("silent-fleet sweep failed; will retry")
+            time.sleep(self.poll_s)
 
 
 class _ClosePublisherOnEnd(StreamingQueryListener):
@@ -141,6 +242,8 @@ def start_alerts(spark: SparkSession, cfg: Config, *, trigger: dict[str, Any]) -
         .start()
     )
     listener.query_id = str(query.id)
+    if "processingTime" in trigger:  # a live query: watch for a fleet gone silent
+        SilentFleetWatchdog(spark, cfg, query, publisher).start()
     logger.info("alerts query started (%s) from %s", trigger, silver)
     return query
 

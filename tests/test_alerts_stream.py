@@ -15,7 +15,7 @@ from kafka import KafkaConsumer
 from gold.alert_rules import alert_id
 from jobs import tables
 from jobs.alert_score import load_alerts
-from jobs.alerts_job import start_alerts
+from jobs.alerts_job import AlertPublisher, deliver_alerts, silent_fleet_offline, start_alerts
 from jobs.cli import cli
 from jobs.config import Config
 from jobs.topics import create_topics
@@ -134,3 +134,20 @@ def test_alerts_query_to_delta_and_kafka_idempotent(spark, cfg: Config) -> None:
     assert "silence               1         1  1.000" in result.output
     assert "UNEXPLAINED HIGH_TEMP S_HOT" in result.output
     assert CliRunner().invoke(cli, [*args, "--strict"]).exit_code == 1
+
+    # Processing-time fallback for a silent fleet (newest event time seen 14:31): the sensors
+    # heard within offline + watermark of it get the OFFLINE the event-time path would raise.
+    before = table_alerts(spark, cfg)
+    rows = silent_fleet_offline(spark, cfg, anchor_ms=int(at(31).timestamp() * 1000),
+                                now=datetime(2024, 1, 10, 15, 0, tzinfo=UTC))
+    assert {(r.sensor_id, r.event_time) for r in rows} == {("S_GONE", at(41)),
+                                                           ("S_LIVE", at(41))}
+    publisher = AlertPublisher(cfg.kafka)
+    try:
+        assert deliver_alerts(spark, cfg, publisher, rows) == (2, 2)
+        assert deliver_alerts(spark, cfg, publisher, rows) == (2, 0)   # idempotent
+    finally:
+        publisher.close()
+    assert table_alerts(spark, cfg) - before == {("S_GONE", "SENSOR_OFFLINE", None, at(41)),
+                                                 ("S_LIVE", "SENSOR_OFFLINE", None, at(41))}
+    assert len(kafka_alerts(cfg)) == len(expected) + 3
