@@ -200,6 +200,18 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class GoldConfig:
+    """Windows and measures of the gold aggregates (DESIGN.md "Tables")."""
+
+    tumbling: str = "5 minutes"
+    sliding: str = "10 minutes"
+    slide: str = "5 minutes"
+    percentile_accuracy: int = 10_000     # rank error <= readings / accuracy
+    open_alert_window_s: int = 900        # sensor_status.open_alerts looks back this far
+    alert_counts_source: str = "alerts"   # alerts (gold/alerts) | silver (static is_alert)
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
@@ -207,6 +219,7 @@ class Config:
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    gold: GoldConfig = field(default_factory=GoldConfig)
     log_level: str = "INFO"
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Config:

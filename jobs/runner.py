@@ -28,7 +28,11 @@ LAYERS: tuple[str, ...] = ("bronze", "silver", "gold")
 STARTERS: dict[str, tuple[str, ...]] = {
     "bronze": ("jobs.bronze_job:start",),
     "silver": ("jobs.silver_job:start",),
-    "gold": ("jobs.gold_job:start_all", "jobs.alerts_job:start_alerts"),
+    "gold": (
+        "jobs.gold_job:start_aggregates",
+        "jobs.alerts_job:start_alerts",
+        "jobs.gold_job:start_alert_dependents",  # reads gold/alerts: after the alert query
+    ),
 }
 
 
