@@ -15,7 +15,14 @@ from kafka import KafkaConsumer
 from gold.alert_rules import alert_id
 from jobs import tables
 from jobs.alert_score import load_alerts
-from jobs.alerts_job import AlertPublisher, deliver_alerts, silent_fleet_offline, start_alerts
+from jobs.alerts_job import (
+    AlertPublisher,
+    deliver_alerts,
+    format_alert,
+    silent_fleet_offline,
+    start_alerts,
+    tail_alerts,
+)
 from jobs.cli import cli
 from jobs.config import Config
 from jobs.topics import create_topics
@@ -119,6 +126,9 @@ def test_alerts_query_to_delta_and_kafka_idempotent(spark, cfg: Config) -> None:
     assert table_alerts(spark, cfg) - expected == {
         ("S_GONE", "SENSOR_RECOVERED", None, at(31))}
     assert len(kafka_alerts(cfg)) == len(expected) + 1
+    tailed = list(tail_alerts(cfg, from_beginning=True, idle_s=3, limit=len(expected) + 1))
+    assert [a["alert_id"] for a in tailed] == [v["alert_id"] for _, v in kafka_alerts(cfg)]
+    assert "SENSOR_RECOVERED" in format_alert(tailed[-1]) and "S_GONE" in format_alert(tailed[-1])
 
     # The same table through DuckDB, and the scoring command on a truth file of that silence.
     table = cfg.paths.table(tables.ALERTS)
