@@ -132,3 +132,42 @@ def test_kafka_to_bronze_and_silver_accounts_for_every_record(spark, stream_cfg:
     run_once(spark, cfg, ["bronze", "silver"])
     assert all(p.exists() for p in removed), "the uncommitted batches were not re-run"
     assert _snapshot(spark, cfg) == snap, "a replayed batch changed the tables"
+
+
+def test_generator_faults_through_bronze_and_silver(spark, stream_cfg: Config) -> None:
+    """Every generator fault kind switched on: each lands where its truth says."""
+    from generator.faults import FAULT_KINDS, VALID_FAULTS
+    from generator.fleet import make_fleet
+    from generator.stream import GeneratorSpec, generate_messages, iso
+
+    cfg = stream_cfg.with_overrides({"streaming.max_offsets_per_trigger": 1000})
+    truth: list[dict] = []
+    spec = GeneratorSpec(sensors=tuple(make_fleet(20, seed=7)), seed=7, interval_s=10.0,
+                         count=3000, faults={k: 0.02 for k in FAULT_KINDS})
+    msgs = list(generate_messages(spec, truth=truth.append))
+    assert {m.fault for m in msgs} >= set(FAULT_KINDS), "every fault kind must occur"
+    _produce(cfg, [(m.key.decode() if m.key else None, m.value.decode()) for m in msgs])
+
+    run_once(spark, cfg, ["bronze", "silver"])
+    snap = _snapshot(spark, cfg)
+    assert len(snap["bronze"]) == len({(p, o) for p, o, _ in snap["bronze"]}) == len(msgs)
+
+    valid = [m for m in msgs if m.fault is None or m.fault in VALID_FAULTS]
+    distinct = {(m.sensor_id, m.event_time) for m in valid}
+    duplicates = len(valid) - len(distinct)
+    assert len(snap["silver"]) == len(distinct)
+    assert len(snap["quarantine"]) == len(msgs) - len(valid)
+    assert len(snap["silver"]) + len(snap["quarantine"]) + duplicates == len(snap["bronze"])
+
+    q = spark.read.format("delta").load(str(cfg.paths.table(QUARANTINE)))
+    got = sorted((r.value, tuple(sorted(r.reasons))) for r in q.collect())
+    bad = [m for m in msgs if m.fault is not None and m.fault not in VALID_FAULTS]
+    expected_reasons = {(t["sensor_id"], t["event_time"], t["fault"]): t["expected_reasons"]
+                        for t in truth if t.get("type") == "fault"}
+
+    def reasons(m) -> tuple[str, ...]:
+        key = (m.sensor_id, iso(round(m.event_time.timestamp() * 1000)), m.fault)
+        return tuple(sorted(expected_reasons[key]))
+
+    assert got == sorted((m.value.decode(), reasons(m)) for m in bad)
+    assert {r for _, rs in got for r in rs} >= {"MALFORMED_JSON", "BAD_TIMESTAMP"}
