@@ -314,6 +314,45 @@ def alerts_score(cfg: Config, truth: Path, table: Path | None, strict: bool) -> 
         sys.exit(1)
 
 
+@cli.command("status")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.pass_obj
+def status_cmd(cfg: Config, fmt: str) -> None:
+    """Broker, input-topic lag per partition, each query's last batch, table versions/rows."""
+    from jobs.status import collect
+
+    st = collect(cfg)
+    click.echo(st.to_json() if fmt == "json" else st.describe())
+
+
+@cli.command("maintain")
+@click.option("--table", "tables", multiple=True, metavar="VIEW",
+              help="Only these tables (view names, repeatable; default all).")
+@click.pass_obj
+def maintain_cmd(cfg: Config, tables: tuple[str, ...]) -> None:
+    """OPTIMIZE (compact small files) and VACUUM (maintenance.retention_hours) every table."""
+    from jobs.maintain import MaintenanceError, maintain
+    from jobs.spark import SparkSetupError, build_spark
+
+    try:
+        spark = build_spark(cfg)
+    except SparkSetupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        reports = maintain(spark, cfg, tables)
+    except MaintenanceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        spark.stop()
+    click.echo(f"retention {cfg.maintenance.retention_hours:g} h; "
+               "files = data files of the current version / on disk")
+    for r in reports:
+        click.echo(r.describe())
+    if any(r.error for r in reports):
+        sys.exit(1)
+
+
 def main() -> None:
     cli(prog_name="lakehouse")
 

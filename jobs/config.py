@@ -113,6 +113,7 @@ class StreamingConfig:
     max_files_per_trigger: int = 1000     # Delta-to-Delta streams (silver, gold)
     max_restarts: int = 5                 # failed query restarts before the runner gives up
     restart_backoff_s: float = 2.0        # first back-off, doubled each restart (max 60 s)
+    metrics_flush_s: float = 5.0          # gold/pipeline_metrics: one append per flush
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,20 @@ class GoldConfig:
 
 
 @dataclass(frozen=True)
+class MaintenanceConfig:
+    """`lakehouse maintain`: OPTIMIZE every table, then VACUUM files older than the retention.
+
+    The retention bounds time travel (versions older than it may lose their files) and must
+    outlive any running stream's oldest unread snapshot; Delta refuses less than 168 h unless
+    its safety check is disabled, which this project never does.
+    """
+
+    retention_hours: float = 168.0
+    optimize: bool = True
+    vacuum: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
@@ -220,6 +235,7 @@ class Config:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     gold: GoldConfig = field(default_factory=GoldConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     log_level: str = "INFO"
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Config:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
+from jobs import metrics
 from jobs.config import Config
 
 logger = logging.getLogger(__name__)
@@ -71,13 +72,17 @@ def _as_list(result: StreamingQuery | Sequence[StreamingQuery]) -> list[Streamin
 def run_once(spark: SparkSession, cfg: Config, layers: Sequence[str]) -> dict[str, int]:
     """Process everything available, layer by layer, then return rows read per query."""
     rows: dict[str, int] = {}
-    for _ref, start in _starters(layers):
-        for query in _as_list(start(spark, cfg, trigger={"availableNow": True})):
-            query.awaitTermination()
-            if query.exception() is not None:
-                raise RunnerError(f"query {query.name} failed: {query.exception()}")
-            rows[query.name] = sum(p["numInputRows"] for p in query.recentProgress)
-            logger.info("%s: done, %d rows read", query.name, rows[query.name])
+    recorder = metrics.start_recording(spark, cfg)
+    try:
+        for _ref, start in _starters(layers):
+            for query in _as_list(start(spark, cfg, trigger={"availableNow": True})):
+                query.awaitTermination()
+                if query.exception() is not None:
+                    raise RunnerError(f"query {query.name} failed: {query.exception()}")
+                rows[query.name] = sum(p["numInputRows"] for p in query.recentProgress)
+                logger.info("%s: done, %d rows read", query.name, rows[query.name])
+    finally:
+        recorder.stop()
     return rows
 
 
@@ -103,6 +108,7 @@ def run_continuous(
     stop_event = stop_event or threading.Event()
     trigger = {"processingTime": cfg.streaming.trigger_interval}
     units = [_Supervised(ref, start) for ref, start in _starters(layers)]
+    recorder = metrics.start_recording(spark, cfg)
     for unit in units:
         unit.queries = _as_list(unit.start(spark, cfg, trigger=trigger))
     if console:
@@ -121,6 +127,7 @@ def run_continuous(
             for q in unit.queries:
                 if q.isActive:
                     q.stop()
+        recorder.stop()
         logger.info("all queries stopped")
 
 

@@ -1,0 +1,223 @@
+"""Per-micro-batch metrics of every streaming query into the Delta table gold/pipeline_metrics.
+
+A `StreamingQueryListener` turns each progress event into one row (`progress_record`, pure) and
+only appends it to an in-memory buffer: the listener runs on Spark's listener bus thread and
+must not block it. A background thread appends the buffer to the table every
+`streaming.metrics_flush_s` seconds (one small Delta commit per flush, none when idle), and
+`MetricsRecorder.stop()` flushes what is left after the listener bus has drained.
+
+    recorder = start_recording(spark, cfg)
+    ...                       # run queries
+    recorder.stop()           # last rows are written
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQueryListener
+from pyspark.sql.types import (
+    DoubleType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from jobs.config import Config
+from jobs.tables import PIPELINE_METRICS
+
+logger = logging.getLogger(__name__)
+
+# gold/pipeline_metrics: one row per query x micro-batch. The dashboard and /metrics read
+# these names (dashboard/panels.py, dashboard/metrics.py).
+METRICS_SCHEMA = StructType(
+    [
+        StructField("query_name", StringType()),
+        StructField("batch_id", LongType(), nullable=False),
+        StructField("batch_time", TimestampType(), nullable=False),
+        StructField("input_rows", LongType()),
+        StructField("input_rows_per_second", DoubleType()),
+        StructField("processed_rows_per_second", DoubleType()),
+        StructField("batch_duration_ms", LongType()),
+        StructField("event_to_commit_latency_ms", DoubleType()),
+        StructField("rows_dropped_late", LongType()),
+        StructField("state_rows", LongType()),
+        StructField("watermark", TimestampType()),
+    ]
+)
+COLUMNS: tuple[str, ...] = tuple(f.name for f in METRICS_SCHEMA.fields)
+
+# Events kept while the table cannot be written (e.g. disk full); the oldest are dropped first.
+MAX_BUFFERED = 100_000
+
+
+def parse_spark_time(text: str | None) -> datetime | None:
+    """A progress timestamp (``2024-01-10T14:30:00.000Z``) as an aware UTC datetime."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _float(value: Any) -> float | None:
+    # Spark leaves NaN/Infinity rates out of the progress JSON; keep them null, not NaN.
+    if value is None:
+        return None
+    v = float(value)
+    return v if v == v and v not in (float("inf"), float("-inf")) else None
+
+
+def progress_record(progress: Mapping[str, Any]) -> dict[str, Any]:
+    """One gold/pipeline_metrics row from a progress event's JSON (`StreamingQueryProgress.json`).
+
+    ``batch_time`` is the progress timestamp (trigger start); the batch commits
+    ``batchDuration`` ms later, so event-to-commit latency is that commit time minus the
+    batch's max event time (null for queries without an event-time watermark).
+    """
+    batch_time = parse_spark_time(progress["timestamp"])
+    if batch_time is None:
+        raise ValueError("progress without a timestamp")
+    duration_ms = int(progress.get("batchDuration") or 0)
+    event_time = progress.get("eventTime") or {}
+    max_event = parse_spark_time(event_time.get("max"))
+    latency = None
+    if max_event is not None:
+        committed = batch_time + timedelta(milliseconds=duration_ms)
+        latency = (committed - max_event) / timedelta(milliseconds=1)
+    ops = progress.get("stateOperators") or []
+    return {
+        "query_name": progress.get("name") or str(progress.get("id")),
+        "batch_id": int(progress["batchId"]),
+        "batch_time": batch_time,
+        "input_rows": int(progress.get("numInputRows") or 0),
+        "input_rows_per_second": _float(progress.get("inputRowsPerSecond")),
+        "processed_rows_per_second": _float(progress.get("processedRowsPerSecond")),
+        "batch_duration_ms": duration_ms,
+        "event_to_commit_latency_ms": latency,
+        "rows_dropped_late": sum(int(op.get("numRowsDroppedByWatermark") or 0) for op in ops),
+        "state_rows": sum(int(op.get("numRowsTotal") or 0) for op in ops),
+        "watermark": parse_spark_time(event_time.get("watermark")),
+    }
+
+
+class MetricsListener(StreamingQueryListener):
+    """Buffers one record per progress event; never touches the table itself."""
+
+    def __init__(self, recorder: MetricsRecorder) -> None:
+        super().__init__()
+        self._recorder = recorder
+
+    def onQueryStarted(self, event: Any) -> None:  # noqa: N802 - Spark's API
+        logger.info("query %s started (id %s)", event.name, event.id)
+
+    def onQueryProgress(self, event: Any) -> None:  # noqa: N802
+        try:
+            self._recorder.add(progress_record(json.loads(event.progress.json)))
+        except Exception:  # a bad event must never break the listener bus
+            logger.exception("cannot record a progress event")
+
+    def onQueryIdle(self, event: Any) -> None:  # noqa: N802
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:  # noqa: N802
+        if event.exception:
+            logger.error("query %s terminated with: %s", event.id, event.exception)
+        else:
+            logger.info("query %s terminated", event.id)
+
+
+class MetricsRecorder:
+    """Owns the buffer, the listener and the flushing thread for one SparkSession."""
+
+    def __init__(self, spark: SparkSession, table: Path, *, flush_s: float = 5.0) -> None:
+        self.spark = spark
+        self.table = table
+        self.flush_s = flush_s
+        self._buffer: deque[dict[str, Any]] = deque(maxlen=MAX_BUFFERED)
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pipeline-metrics", daemon=True)
+        self.listener = MetricsListener(self)
+        self.rows_written = 0
+        self.flushes = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            if len(self._buffer) == self._buffer.maxlen:
+                logger.warning("metrics buffer full (%d): dropping the oldest", MAX_BUFFERED)
+            self._buffer.append(record)
+
+    def start(self) -> MetricsRecorder:
+        self.spark.streams.addListener(self.listener)
+        self._thread.start()
+        logger.info("recording micro-batch metrics to %s every %.0f s", self.table, self.flush_s)
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            try:
+                self.flush()
+            except Exception:  # keep the rows and try again next time
+                logger.exception("metrics flush to %s failed; will retry", self.table)
+
+    def flush(self) -> int:
+        """Append the buffered rows in one Delta commit; returns how many were written."""
+        with self._write_lock:
+            with self._lock:
+                rows = list(self._buffer)
+                self._buffer.clear()
+            if not rows:
+                return 0
+            try:
+                data = [tuple(r[c] for c in COLUMNS) for r in rows]
+                (self.spark.createDataFrame(data, METRICS_SCHEMA).coalesce(1)
+                 .write.format("delta").mode("append").save(str(self.table)))
+            except Exception:
+                with self._lock:
+                    self._buffer.extendleft(reversed(rows))
+                raise
+            self.rows_written += len(rows)
+            self.flushes += 1
+            logger.debug("metrics: %d rows appended to %s", len(rows), self.table)
+            return len(rows)
+
+    def _drain_listener_bus(self, timeout_s: float) -> None:
+        """Wait until Spark has delivered every pending event (the last batches' progress)."""
+        try:
+            bus = self.spark.sparkContext._jsc.sc().listenerBus()  # noqa: SLF001
+            bus.waitUntilEmpty(int(timeout_s * 1000))
+        except Exception as exc:  # best effort: a stopped context or a timeout
+            logger.debug("listener bus not drained: %s", exc)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop listening and write what is buffered (call before spark.stop())."""
+        self._drain_listener_bus(timeout_s)
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        try:
+            self.spark.streams.removeListener(self.listener)
+        except Exception as exc:
+            logger.debug("listener already gone: %s", exc)
+        try:
+            self.flush()
+        except Exception:
+            logger.exception("final metrics flush to %s failed", self.table)
+        logger.info("metrics recorder stopped: %d rows in %d flushes", self.rows_written,
+                    self.flushes)
+
+
+def start_recording(spark: SparkSession, cfg: Config) -> MetricsRecorder:
+    """Register the listener on `spark` and start flushing to gold/pipeline_metrics."""
+    return MetricsRecorder(spark, cfg.paths.table(PIPELINE_METRICS),
+                           flush_s=cfg.streaming.metrics_flush_s).start()
