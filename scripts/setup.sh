@@ -36,7 +36,7 @@ fi
 resolve() {  # resolve <name>: conf/maven/<name>/pom.xml -> .deps/<name>-all
   local name=$1 out=.deps/$1-all
   rm -rf "$out"
-  mvn -q -B -f "conf/maven/$name/pom.xml" dependency:copy-dependencies \
+  mvn -q -B -Dstyle.color=never -f "conf/maven/$name/pom.xml" dependency:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$PWD/$out" \
     || die "Maven could not resolve conf/maven/$name/pom.xml (see the error above)."
 }
