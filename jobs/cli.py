@@ -188,6 +188,33 @@ def dashboard_cmd(cfg: Config, host: str, port: int, refresh: float) -> None:
     serve(cfg, host=host, port=port, refresh_s=refresh)
 
 
+@cli.command("bench")
+@click.option("--quick", is_flag=True, help="Smoke check: 100k backlog, 1k/s for 60 s (<5 min).")
+@click.option("--messages", type=int, default=None, help="Backlog size (default 1,000,000).")
+@click.option("--sensors", type=int, default=None, help="Fleet size (default 10,000).")
+@click.option("--rates", default=None, help="Steady rates, e.g. 1000,5000,20000.")
+@click.option("--duration", "rate_duration_s", type=float, default=None,
+              help="Seconds of producing at each rate (default 120; --quick 60).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Bench folder (default <data_dir>/bench/run-<UTC time>).")
+@click.option("--keep-data", is_flag=True, default=None,
+              help="Keep the bench's broker storage and tables.")
+@click.pass_obj
+def bench_cmd(cfg: Config, quick: bool, out: Path | None, rates: str | None,
+              **kwargs: object) -> None:
+    """Throughput, latency and cost against this machine's Kafka/Spark ceiling (own broker)."""
+    from jobs.bench import plan, run_bench, summary_lines
+
+    if rates:
+        kwargs["rates"] = tuple(float(x) for x in rates.split(",") if x.strip())
+    p = plan(cfg, quick=quick, out=out, **kwargs)
+    click.echo(f"bench folder: {p.root}")
+    result = run_bench(cfg, p.opts, p.root)
+    for line in summary_lines(result):
+        click.echo(line)
+    click.echo(f"report: {p.root / 'report.md'}")
+
+
 @cli.command("generate")
 @click.option("--sensors", default=100, show_default=True, type=int, help="Fleet size.")
 @click.option("--rate", type=float, default=None,
