@@ -100,6 +100,17 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def free_port_pair(host: str = "127.0.0.1") -> int:
+    """A port p such that p and p+1 (the controller) are both free on ``host``."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port < 65535 and not port_open(host, port + 1, 0.1):
+            return port
+    raise BrokerError(f"no free pair of ports on {host}")
+
+
 def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
     """True when a Kafka metadata request succeeds (not merely a TCP connect)."""
     from kafka import KafkaAdminClient

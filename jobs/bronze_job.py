@@ -11,8 +11,10 @@ import logging
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
+from bronze.schema import BRONZE_SCHEMA
 from bronze.transform import from_kafka, from_lines
 from jobs.config import Config
+from jobs.streaming import ensure_table
 from jobs.tables import BRONZE_RAW
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,9 @@ def read_source(spark: SparkSession, cfg: Config) -> DataFrame:
 
 def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
     path = cfg.paths.table(BRONZE_RAW)
+    # Created here, before the query runs, so that silver (started next) never races the
+    # sink's first commit to create the same table.
+    ensure_table(spark, path, BRONZE_SCHEMA, ("ingest_date",))
     query = (
         read_source(spark, cfg)
         .writeStream.format("delta")

@@ -380,6 +380,45 @@ def maintain_cmd(cfg: Config, tables: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+@cli.group()
+def chaos() -> None:
+    """Reliability harness: try hard to break exactly-once."""
+
+
+@chaos.command("crash-loop")
+@click.option("--messages", default=300_000, show_default=True)
+@click.option("--sensors", default=1_000, show_default=True)
+@click.option("--kills", default=5, show_default=True, help="SIGKILLs of the running pipeline.")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--min-s", default=20.0, show_default=True, help="Shortest run before a kill.")
+@click.option("--max-s", default=60.0, show_default=True, help="Longest run before a kill.")
+@click.option("--folder", type=click.Path(path_type=Path), default=None,
+              help="Private data folder (default: a new temporary one).")
+@click.pass_obj
+def chaos_crash_loop(cfg: Config, messages: int, sensors: int, kills: int, seed: int,
+                     min_s: float, max_s: float, folder: Path | None) -> None:
+    """Produce, SIGKILL the pipeline at random moments, restart, verify every invariant.
+
+    Runs on a private broker and data folder; the user's data and broker are not touched.
+    """
+    import tempfile
+
+    from jobs.chaos import run_chaos, scratch_config
+
+    folder = folder or Path(tempfile.mkdtemp(prefix="lakehouse-chaos-"))
+    scratch = scratch_config(cfg, folder, broker.free_port_pair())
+    broker.start(scratch)
+    try:
+        report = run_chaos(scratch, messages=messages, sensors=sensors, kills=kills, seed=seed,
+                           min_s=min_s, max_s=max_s)
+    finally:
+        broker.stop(scratch)
+    click.echo(report.describe())
+    click.echo(f"data kept in {folder}")
+    if not report.ok:
+        sys.exit(1)
+
+
 def main() -> None:
     cli(prog_name="lakehouse")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 from delta.tables import DeltaTable
@@ -16,7 +17,18 @@ logger = logging.getLogger(__name__)
 def ensure_table(
     spark: SparkSession, path: Path, schema: StructType, partition_by: tuple[str, ...] = ()
 ) -> DeltaTable:
-    """Create the Delta table empty with its declared schema unless it exists."""
+    """Create the Delta table empty with its declared schema unless it exists.
+
+    A process killed while creating a table can leave a ``_delta_log`` folder with no commit
+    in it; Delta then reports the table as missing and refuses to create it. Such a log holds
+    nothing (no commit means no table), so it is removed and the table created. Only the job
+    that owns a table calls this while nothing else writes it (the runner starts jobs one
+    after another), so no concurrent creation can be mistaken for a crashed one.
+    """
+    log = path / "_delta_log"
+    if log.is_dir() and not any(log.glob("*.json")) and not any(log.glob("*.checkpoint*")):
+        logger.warning("removing the log of a table whose creation never committed: %s", path)
+        shutil.rmtree(log)
     builder = DeltaTable.createIfNotExists(spark).location(str(path)).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)

@@ -7,7 +7,6 @@ its storage in a temporary folder; the SparkSession is local[2] with the UI off.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,17 +23,6 @@ os.environ["TZ"] = "UTC"
 time.tzset()
 
 
-def _free_port_pair() -> int:
-    """A port p such that p and p+1 (the controller) are both free on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65535 and not broker.port_open("127.0.0.1", port + 1, 0.1):
-            return port
-    raise RuntimeError("no free pair of ports on 127.0.0.1")
-
-
 @pytest.fixture(scope="session")
 def base_cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
     data = tmp_path_factory.mktemp("lakehouse-data")
@@ -42,7 +30,7 @@ def base_cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
         env={},
         overrides={
             "paths.data_dir": str(data),
-            "kafka.bootstrap": f"127.0.0.1:{_free_port_pair()}",
+            "kafka.bootstrap": f"127.0.0.1:{broker.free_port_pair()}",
             "spark.master": "local[2]",
             "spark.shuffle_partitions": 2,
             "spark.ui_enabled": False,
