@@ -12,7 +12,7 @@ import functools
 import logging
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
@@ -37,6 +37,8 @@ def write_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
             F.count(F.lit(1)).alias("n"),
             F.sum(F.when(F.size("reasons") > 0, 1).otherwise(0)).alias("bad"),
             F.collect_set(F.when(F.size("reasons") == 0, F.to_date("event_time"))).alias("dates"),
+            *[_utc_text(fn(F.when(F.size("reasons") == 0, F.col("event_time")))).alias(name)
+              for name, fn in (("lo", F.min), ("hi", F.max))],
         ).first()
         if not counts or counts.n == 0:
             return
@@ -48,7 +50,8 @@ def write_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
         if counts.n > counts.bad:
             readings = enrich(dedup_batch(valid_rows(parsed)), read_registry(spark, cfg),
                               alerts=cfg.alerts)
-            inserted = _merge_new(spark, cfg, readings, sorted(counts.dates))
+            inserted = _merge_new(spark, cfg, readings, sorted(counts.dates), counts.lo,
+                                  counts.hi)
         logger.info(
             "silver batch %d: %d records -> %d readings kept, %d duplicates, %d quarantined",
             batch_id, counts.n, inserted, counts.n - counts.bad - inserted, counts.bad,
@@ -57,14 +60,23 @@ def write_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
         parsed.unpersist()
 
 
-def _merge_new(spark: SparkSession, cfg: Config, readings: DataFrame, dates: list) -> int:
+def _utc_text(c: Column) -> Column:
+    """A timestamp as literal text in the session zone (UTC), for a SQL condition."""
+    return F.date_format(c, "yyyy-MM-dd HH:mm:ss.SSSSSS")
+
+
+def _merge_new(spark: SparkSession, cfg: Config, readings: DataFrame, dates: list, lo: str,
+               hi: str) -> int:
     """Insert readings whose (sensor_id, event_time) silver does not hold yet; return how many."""
     target = DeltaTable.forPath(spark, str(cfg.paths.table(SILVER_READINGS)))
-    # Literal dates let Delta prune the target to the partitions this batch can touch.
+    # Literal dates prune the target to the partitions this batch can touch, and the literal
+    # event-time range lets Delta skip every file whose min/max stats lie outside it: the
+    # MERGE then reads a few recent files instead of whole days of silver.
     in_dates = ", ".join(f"DATE'{d.isoformat()}'" for d in dates)
     condition = (
-        f"t.event_date IN ({in_dates}) AND t.sensor_id = s.sensor_id "
-        "AND t.event_time = s.event_time"
+        f"t.event_date IN ({in_dates}) "
+        f"AND t.event_time >= TIMESTAMP'{lo}' AND t.event_time <= TIMESTAMP'{hi}' "
+        "AND t.sensor_id = s.sensor_id AND t.event_time = s.event_time"
     )
     metrics = (
         target.alias("t").merge(readings.alias("s"), condition).whenNotMatchedInsertAll().execute()
