@@ -54,7 +54,7 @@ def test_status_shows_lag_last_batch_and_tables(spark, kafka_cfg: Config,  # noq
     assert st.total_lag == 4
     assert [(q.query_name, q.input_rows) for q in st.queries] == [("bronze", 6)]
     tables = {t.table: (t.version, t.rows) for t in st.tables}
-    assert tables[BRONZE_RAW] == (0, 6)
+    assert tables[BRONZE_RAW] == (1, 6)  # version 0 is the empty table bronze creates first
     assert tables[PIPELINE_METRICS] == (0, st.bronze_batch + 1)
     assert tables[ALERTS] == (None, None)
 
