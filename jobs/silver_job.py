@@ -31,33 +31,35 @@ QUERY_NAME = "silver"
 
 def write_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
     spark = batch.sparkSession
-    parsed = parse(batch, cfg=cfg.validation).persist()
-    try:
-        counts = parsed.agg(
-            F.count(F.lit(1)).alias("n"),
-            F.sum(F.when(F.size("reasons") > 0, 1).otherwise(0)).alias("bad"),
-            F.collect_set(F.when(F.size("reasons") == 0, F.to_date("event_time"))).alias("dates"),
-            *[_utc_text(fn(F.when(F.size("reasons") == 0, F.col("event_time")))).alias(name)
-              for name, fn in (("lo", F.min), ("hi", F.max))],
-        ).first()
-        if not counts or counts.n == 0:
-            return
-        app_id = f"silver-quarantine-{checkpoint_query_id(cfg.paths.checkpoint(QUERY_NAME))}"
-        if counts.bad:
-            idempotent_append(quarantine_rows(parsed), cfg.paths.table(QUARANTINE),
-                              app_id=app_id, batch_id=batch_id)
-        inserted = 0
-        if counts.n > counts.bad:
-            readings = enrich(dedup_batch(valid_rows(parsed)), read_registry(spark, cfg),
-                              alerts=cfg.alerts)
-            inserted = _merge_new(spark, cfg, readings, sorted(counts.dates), counts.lo,
-                                  counts.hi)
-        logger.info(
-            "silver batch %d: %d records -> %d readings kept, %d duplicates, %d quarantined",
-            batch_id, counts.n, inserted, counts.n - counts.bad - inserted, counts.bad,
-        )
-    finally:
-        parsed.unpersist()
+    # Parsed once and materialised (lineage cut): the counts, the quarantine append and the
+    # MERGE all read these blocks instead of re-reading and re-parsing the bronze files.
+    # (With persist() the source was still read twice per batch: 2x numInputRows, and silver
+    # took 78 s instead of 36 s for 100k records.) The blocks are freed by Spark's
+    # ContextCleaner once the frame is unreachable; build_spark runs it every few minutes.
+    parsed = parse(batch, cfg=cfg.validation).localCheckpoint(eager=True)
+    counts = parsed.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.sum(F.when(F.size("reasons") > 0, 1).otherwise(0)).alias("bad"),
+        F.collect_set(F.when(F.size("reasons") == 0, F.to_date("event_time"))).alias("dates"),
+        *[_utc_text(fn(F.when(F.size("reasons") == 0, F.col("event_time")))).alias(name)
+          for name, fn in (("lo", F.min), ("hi", F.max))],
+    ).first()
+    if not counts or counts.n == 0:
+        return
+    app_id = f"silver-quarantine-{checkpoint_query_id(cfg.paths.checkpoint(QUERY_NAME))}"
+    if counts.bad:
+        idempotent_append(quarantine_rows(parsed), cfg.paths.table(QUARANTINE),
+                          app_id=app_id, batch_id=batch_id)
+    inserted = 0
+    if counts.n > counts.bad:
+        readings = enrich(dedup_batch(valid_rows(parsed)), read_registry(spark, cfg),
+                          alerts=cfg.alerts)
+        inserted = _merge_new(spark, cfg, readings, sorted(counts.dates), counts.lo,
+                              counts.hi)
+    logger.info(
+        "silver batch %d: %d records -> %d readings kept, %d duplicates, %d quarantined",
+        batch_id, counts.n, inserted, counts.n - counts.bad - inserted, counts.bad,
+    )
 
 
 def _utc_text(c: Column) -> Column:

@@ -60,6 +60,8 @@ def spark_conf(cfg: Config) -> dict[str, str]:
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.databricks.delta.autoCompact.enabled": "false",
         "spark.sql.adaptive.enabled": "true",
+        # Frees the blocks of each silver micro-batch's localCheckpoint soon after the batch.
+        "spark.cleaner.periodicGC.interval": "5min",
         "spark.sql.warehouse.dir": str((cfg.paths.data_dir / "spark-warehouse").resolve()),
     }
     conf.update(cfg.spark.extra)
