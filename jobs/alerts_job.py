@@ -25,6 +25,7 @@ from gold.alerts import alert_stream
 from gold.schema import ALERT_SCHEMA
 from jobs import tables
 from jobs.config import Config, KafkaConfig
+from jobs.streaming import reset_if_first_batch_uncommitted
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +228,8 @@ class _ClosePublisherOnEnd(StreamingQueryListener):
 def start_alerts(spark: SparkSession, cfg: Config, *, trigger: dict[str, Any]) -> StreamingQuery:
     """Start the `alerts` query over the silver Delta stream; `trigger` goes to .trigger()."""
     ensure_alerts_table(spark, cfg)
+    # Keyed sink (MERGE on alert_id, at-least-once Kafka): re-running batch 0 is safe.
+    reset_if_first_batch_uncommitted(cfg.paths.checkpoint(QUERY_NAME))
     silver = str(cfg.paths.table(tables.SILVER_READINGS))
     readings = spark.readStream.format("delta").load(silver)
     alerts = alert_stream(readings, cfg=cfg.alerts, watermark=cfg.streaming.watermark)

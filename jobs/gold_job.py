@@ -22,7 +22,12 @@ from pyspark.sql.streaming import StreamingQuery
 from gold import aggregates as agg
 from gold.schema import ALERT_SCHEMA
 from jobs.config import Config
-from jobs.streaming import checkpoint_query_id, ensure_table, table_exists
+from jobs.streaming import (
+    checkpoint_query_id,
+    ensure_table,
+    reset_if_first_batch_uncommitted,
+    table_exists,
+)
 from jobs.tables import (
     ALERT_COUNTS_5M,
     ALERTS,
@@ -74,6 +79,7 @@ def _start_merge(
 ) -> StreamingQuery:
     path = cfg.paths.table(table)
     ensure_table(spark, path, df.schema)
+    reset_if_first_batch_uncommitted(cfg.paths.checkpoint(name))
     return (
         df.writeStream.queryName(name)
         .outputMode("update")

@@ -35,6 +35,25 @@ def ensure_table(
     return builder.execute()
 
 
+def reset_if_first_batch_uncommitted(checkpoint: Path) -> bool:
+    """Drop a stateful query's checkpoint that was killed before its first batch committed.
+
+    Spark 4 refuses to restart such a checkpoint (STATE_STORE_CHECKPOINT_LOCATION_NOT_EMPTY:
+    offsets exist for batch 0 but its state was never committed). Nothing of it was committed,
+    so starting afresh re-reads the same input; callers use it only for queries whose sink is
+    keyed (MERGE by key or alert_id), where re-running batch 0 writes the same rows.
+    """
+    offsets, commits = checkpoint / "offsets", checkpoint / "commits"
+    started = offsets.is_dir() and any(p.name.isdigit() for p in offsets.iterdir())
+    committed = commits.is_dir() and any(p.name.isdigit() for p in commits.iterdir())
+    if started and not committed and (checkpoint / "state").exists():
+        logger.warning("checkpoint %s was killed before its first commit: starting it afresh",
+                       checkpoint)
+        shutil.rmtree(checkpoint)
+        return True
+    return False
+
+
 def table_exists(spark: SparkSession, path: Path) -> bool:
     return (path / "_delta_log").is_dir() and DeltaTable.isDeltaTable(spark, str(path))
 
