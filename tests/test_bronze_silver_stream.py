@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from checkpoints import forget_last_commit
 from kafka import KafkaProducer
 
 from jobs.config import Config
@@ -122,13 +123,7 @@ def test_kafka_to_bronze_and_silver_accounts_for_every_record(spark, stream_cfg:
     assert _snapshot(spark, cfg) == snap
 
     # replay the last micro-batch of each query, as after a crash between write and commit
-    removed = []
-    for query in ("bronze", "silver"):
-        commits = cfg.paths.checkpoint(query) / "commits"
-        last = max((p for p in commits.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-        last.unlink()
-        (commits / f".{last.name}.crc").unlink(missing_ok=True)
-        removed.append(last)
+    removed = [forget_last_commit(cfg.paths.checkpoint(q)) for q in ("bronze", "silver")]
     run_once(spark, cfg, ["bronze", "silver"])
     assert all(p.exists() for p in removed), "the uncommitted batches were not re-run"
     assert _snapshot(spark, cfg) == snap, "a replayed batch changed the tables"

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from checkpoints import forget_last_commit
 from pyspark.sql import functions as F
 
 from gold import aggregates as agg
@@ -163,9 +164,6 @@ def test_gold_matches_batch_recomputation(spark, gold_cfg: Config) -> None:
 
     before = snapshot()
     for name in progress:
-        commits = cfg.paths.checkpoint(name) / "commits"
-        last = max((p for p in commits.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-        last.unlink()
-        (commits / f".{last.name}.crc").unlink(missing_ok=True)
+        forget_last_commit(cfg.paths.checkpoint(name))
     _run(spark, cfg)
     assert snapshot() == before
