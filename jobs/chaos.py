@@ -125,10 +125,19 @@ def crash_loop(cfg: Config, *, kills: int, seed: int, min_s: float, max_s: float
         done = subprocess.run(_lakehouse(cfg, "run", "--once"), stdout=log,  # noqa: S603
                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
         if done.returncode != 0:
+            path = cfg.paths.logs / "chaos-pipeline.log"
             report.failures.append(f"final --once run failed (code {done.returncode}); see "
-                                   f"{cfg.paths.logs / 'chaos-pipeline.log'}")
+                                   f"{path}; its last errors:\n{last_errors(path)}")
     finally:
         log.close()
+
+
+def last_errors(log: Path, lines: int = 8) -> str:
+    """The last error lines of a pipeline log, so a failure report carries its cause."""
+    marks = ("Error", "Exception", "ERROR", "FAILED")
+    text = log.read_text(errors="replace").splitlines() if log.exists() else []
+    hits = [line[:400] for line in text if any(m in line for m in marks)]
+    return "\n".join(hits[-lines:]) or "(no error lines)"
 
 
 def verify(spark: SparkSession, cfg: Config, sent: list, report: ChaosReport) -> None:

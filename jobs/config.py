@@ -113,6 +113,7 @@ class StreamingConfig:
     max_files_per_trigger: int = 1000     # Delta-to-Delta streams (silver, gold)
     max_restarts: int = 5                 # failed query restarts before the runner gives up
     restart_backoff_s: float = 2.0        # first back-off, doubled each restart (max 60 s)
+    healthy_reset_s: float = 300.0        # this long without a failure resets the restart count
     metrics_flush_s: float = 5.0          # gold/pipeline_metrics: one append per flush
 
 

@@ -93,6 +93,7 @@ class _Supervised:
     queries: list[StreamingQuery] = field(default_factory=list)
     restarts: int = 0
     next_restart_at: float = 0.0
+    started_at: float = field(default_factory=time.monotonic)
 
 
 def run_continuous(
@@ -133,9 +134,15 @@ def run_continuous(
 
 def _supervise(unit: _Supervised, spark: SparkSession, cfg: Config, trigger: dict) -> None:
     failed = [q for q in unit.queries if not q.isActive]
-    if not failed:
-        return
     now = time.monotonic()
+    if not failed:
+        # A pipeline runs for months: transient faults (a broker restart, a full disk freed)
+        # must not use up a budget meant for a failure that keeps coming back at once.
+        if unit.restarts and now - unit.started_at >= cfg.streaming.healthy_reset_s:
+            logger.info("%s healthy for %.0f s since restart %d: restart count reset",
+                        unit.ref, now - unit.started_at, unit.restarts)
+            unit.restarts = 0
+        return
     if unit.next_restart_at == 0.0:
         for q in failed:
             logger.error("query %s stopped: %s", q.name, q.exception() or "no exception")
@@ -156,6 +163,7 @@ def _supervise(unit: _Supervised, spark: SparkSession, cfg: Config, trigger: dic
             q.stop()
     unit.restarts += 1
     unit.next_restart_at = 0.0
+    unit.started_at = time.monotonic()
     unit.queries = _as_list(unit.start(spark, cfg, trigger=trigger))
 
 
