@@ -77,6 +77,10 @@ class KafkaSink:
                 max_in_flight_requests_per_connection=max_in_flight,
                 retries=2_147_483_647 if idempotent else 5,
                 request_timeout_ms=30_000,
+                # ride out a broker restart of a few minutes: keep records and retry them
+                # (reconnecting within 5 s of the broker's return) rather than expire them
+                delivery_timeout_ms=600_000,
+                reconnect_backoff_max_ms=5_000,
                 client_id="lakehouse-generator",
             )
             parts = self._producer.partitions_for(topic)
@@ -153,6 +157,8 @@ class ConfluentKafkaSink:
             "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 1 << 20,
             "partitioner": "murmur2_random",
+            "message.timeout.ms": 600_000,      # ride out a broker restart of a few minutes
+            "reconnect.backoff.max.ms": 5_000,
         }
         self._producer = Producer(conf)
         try:

@@ -331,7 +331,7 @@ def parse_consumer_perf(text: str) -> dict[str, float]:
 
 def consumer_perf(cfg: Config, messages: int, timeout_s: float = 120.0) -> dict[str, float]:
     """Kafka's own consumer benchmark on the input topic (from the earliest offset)."""
-    cmd = broker._java(  # noqa: SLF001 - the broker module's java launcher and classpath
+    cmd = broker.java_command(
         cfg, CONSUMER_PERF,
         "--bootstrap-server", cfg.kafka.bootstrap, "--topic", cfg.kafka.topic_in,
         "--messages", str(messages), "--timeout", "30000",

@@ -146,7 +146,8 @@ def write_server_properties(cfg: Config) -> Path:
     return path
 
 
-def _java(cfg: Config, main: str, *args: str, heap: str = "256m") -> list[str]:
+def java_command(cfg: Config, main: str, *args: str, heap: str = "256m") -> list[str]:
+    """A java command line for a Kafka tool's ``main`` class on the broker's classpath."""
     return [
         "java",
         f"-Xmx{heap}",
@@ -174,7 +175,8 @@ def format_storage(cfg: Config, props: Path) -> None:
     if (cfg.paths.kafka_storage / "data" / "meta.properties").exists():
         return
     logger.info("formatting Kafka storage under %s", cfg.paths.kafka_storage)
-    cmd = _java(cfg, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props))
+    cmd = java_command(cfg, "kafka.tools.StorageTool", "format", "-t", _cluster_id(),
+                       "-c", str(props))
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise BrokerError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
@@ -201,7 +203,7 @@ def start(cfg: Config) -> BrokerStatus:
     log_dir.mkdir(parents=True, exist_ok=True)
     cfg.paths.run.mkdir(parents=True, exist_ok=True)
     out = (log_dir / "kafka.out").open("ab")
-    cmd = _java(cfg, "kafka.Kafka", str(props), heap=cfg.kafka.broker.heap)
+    cmd = java_command(cfg, "kafka.Kafka", str(props), heap=cfg.kafka.broker.heap)
     proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
         cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
     )
@@ -238,15 +240,18 @@ def _tail(cfg: Config, lines: int = 30) -> str:
     return "\n".join(chunks[-lines:]) or "(no log output)"
 
 
-def stop(cfg: Config) -> bool:
-    """SIGTERM the broker and wait for a clean shutdown; SIGKILL only after the timeout."""
+def stop(cfg: Config, *, hard: bool = False) -> bool:
+    """SIGTERM the broker and wait for a clean shutdown; SIGKILL only after the timeout.
+
+    ``hard`` SIGKILLs it at once, as a crash or power cut would (the reliability harness).
+    """
     pid = _read_pid(cfg)
     if pid is None:
         _pid_file(cfg).unlink(missing_ok=True)
         logger.info("Kafka is not running")
         return False
-    logger.info("stopping Kafka (pid %s)", pid)
-    os.kill(pid, signal.SIGTERM)
+    logger.info("%s Kafka (pid %s)", "killing" if hard else "stopping", pid)
+    os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
     deadline = time.monotonic() + cfg.kafka.broker.stop_timeout_s
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.2)
