@@ -42,7 +42,13 @@ def cli(ctx: click.Context, config_path: Path | None, sets: tuple[str, ...],
         cfg = load_config(config_path, overrides=overrides)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    configure_logging(cfg.log_level, cfg.paths.logs / "lakehouse.log")
+    try:
+        configure_logging(cfg.log_level, cfg.paths.logs / "lakehouse.log")
+    except OSError as exc:
+        # An unwritable data folder: log to stderr only; `run` then refuses with the fix.
+        configure_logging(cfg.log_level)
+        if ctx.invoked_subcommand != "run":
+            logger.warning("not writing the log file: %s: %s", exc.filename, exc.strerror)
     ctx.obj = cfg
 
 
@@ -112,13 +118,15 @@ def topics_create(cfg: Config) -> None:
 @click.pass_obj
 def run_cmd(cfg: Config, layers: str, once: bool, console: bool) -> None:
     """Run the streaming pipeline (Ctrl-C stops it cleanly)."""
-    from jobs import runner
+    from jobs import preflight, runner
     from jobs.spark import SparkSetupError, build_spark
 
     try:
         chosen = runner.parse_layers(layers)
+        # Folders, jars, broker, checkpoints: before Spark, so a bad setup is one clear line.
+        cfg = preflight.check(cfg, chosen)
         spark = build_spark(cfg)
-    except (ValueError, SparkSetupError) as exc:
+    except (ValueError, SparkSetupError, preflight.PreflightError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
         if once:
