@@ -20,12 +20,22 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from pyspark.sql import DataFrame, SparkSession
 
 from gold import aggregates as agg
 from jobs.config import Config
-from jobs.tables import ALERTS, BRONZE_RAW, LOCATION_5M, QUARANTINE, SILVER_READINGS, STATS_5M
+from jobs.tables import (
+    ALERT_COUNTS_5M,
+    ALERTS,
+    BRONZE_RAW,
+    LOCATION_5M,
+    QUARANTINE,
+    SILVER_READINGS,
+    STATS_5M,
+    STATS_10M,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +57,7 @@ class ChaosReport:
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -58,6 +69,7 @@ class ChaosReport:
             f"produced {self.produced} messages; {len(self.kills)} SIGKILLs after [{kills}] of "
             f"running; {self.runs} pipeline starts; {self.seconds:.0f} s in all",
             "counts: " + ", ".join(f"{k}={v}" for k, v in self.counts.items()),
+            *self.notes,
         ]
         lines += [f"FAILED: {f}" for f in self.failures] or ["all invariants hold"]
         return "\n".join(lines)
@@ -79,16 +91,22 @@ def _lakehouse(cfg: Config, *args: str) -> list[str]:
     return [sys.executable, "-m", "jobs.cli", *[a for s in sets for a in ("--set", s)], *args]
 
 
-def produce(cfg: Config, *, messages: int, sensors: int, seed: int) -> list:
-    """Send a deterministic fleet stream with faults and events; return the messages sent."""
+def chaos_messages(*, messages: int, sensors: int, seed: int) -> list:
+    """A deterministic fleet stream with faults and events."""
     from generator.fleet import make_fleet
-    from generator.sinks import KafkaSink
     from generator.stream import GeneratorSpec, generate_messages
 
     spec = GeneratorSpec(sensors=tuple(make_fleet(sensors, seed=seed)), seed=seed,
                          interval_s=10.0, count=messages, faults=CHAOS_FAULTS,
                          events=CHAOS_EVENTS)
-    sent = list(generate_messages(spec))
+    return list(generate_messages(spec))
+
+
+def produce(cfg: Config, *, messages: int, sensors: int, seed: int) -> list:
+    """Send ``chaos_messages`` to the input topic; return the messages sent."""
+    from generator.sinks import KafkaSink
+
+    sent = chaos_messages(messages=messages, sensors=sensors, seed=seed)
     sink = KafkaSink(cfg.kafka.bootstrap, cfg.kafka.topic_in)
     try:
         for m in sent:
@@ -121,15 +139,20 @@ def crash_loop(cfg: Config, *, kills: int, seed: int, min_s: float, max_s: float
             proc.wait()
             report.kills.append(wait)
             logger.info("kill %d of %d after %.1f s", i + 1, kills, wait)
-        report.runs += 1
-        done = subprocess.run(_lakehouse(cfg, "run", "--once"), stdout=log,  # noqa: S603
-                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
-        if done.returncode != 0:
-            path = cfg.paths.logs / "chaos-pipeline.log"
-            report.failures.append(f"final --once run failed (code {done.returncode}); see "
-                                   f"{path}; its last errors:\n{last_errors(path)}")
+        finish_once(cfg, log, report)
     finally:
         log.close()
+
+
+def finish_once(cfg: Config, log: IO[bytes], report: ChaosReport) -> None:
+    """``lakehouse run --once``: process whatever is left, then exit."""
+    report.runs += 1
+    done = subprocess.run(_lakehouse(cfg, "run", "--once"), stdout=log,  # noqa: S603
+                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
+    if done.returncode != 0:
+        path = cfg.paths.logs / "chaos-pipeline.log"
+        report.failures.append(f"final --once run failed (code {done.returncode}); see "
+                               f"{path}; its last errors:\n{last_errors(path)}")
 
 
 def last_errors(log: Path, lines: int = 8) -> str:
@@ -175,13 +198,16 @@ def _verify(spark: SparkSession, cfg: Config, sent: list, report: ChaosReport) -
     if quarantine_n != len(sent) - len(valid):
         report.failures.append(f"quarantine has {quarantine_n}, expected {len(sent) - len(valid)}")
 
-    silver = table(SILVER_READINGS)
-    acc = cfg.gold.percentile_accuracy
+    silver, g = table(SILVER_READINGS), cfg.gold
+    acc = g.percentile_accuracy
     for name, expected, keys in (
-        (STATS_5M, agg.sensor_stats(silver, window=cfg.gold.tumbling, percentile_accuracy=acc),
+        (STATS_5M, agg.sensor_stats(silver, window=g.tumbling, percentile_accuracy=acc),
          agg.SENSOR_STATS_KEYS),
-        (LOCATION_5M, agg.location_stats(silver, window=cfg.gold.tumbling),
-         agg.LOCATION_STATS_KEYS),
+        (STATS_10M, agg.sensor_stats(silver, window=g.sliding, slide=g.slide,
+                                     percentile_accuracy=acc), agg.SENSOR_STATS_KEYS),
+        (LOCATION_5M, agg.location_stats(silver, window=g.tumbling), agg.LOCATION_STATS_KEYS),
+        (ALERT_COUNTS_5M, agg.alert_counts(table(ALERTS), window=g.tumbling),
+         agg.ALERT_COUNTS_KEYS),
     ):
         diff = _compare(table(name), expected, keys)
         if diff:
@@ -250,6 +276,104 @@ def run_chaos(cfg: Config, *, messages: int, sensors: int, kills: int, seed: int
     verify(spark, cfg, sent, report)
     report.seconds = time.monotonic() - start
     return report
+
+
+def run_broker_loss(cfg: Config, *, messages: int, sensors: int, seed: int, rate: float,
+                    lead_s: float, outage_s: float, hard: bool = False,
+                    settle_s: float = 600.0, spark: SparkSession | None = None) -> ChaosReport:
+    """Take the broker away mid-stream while the generator and the pipeline both run.
+
+    The generator sends ``messages`` at ``rate`` per second; ``lead_s`` after the start the
+    broker is stopped (SIGKILLed if ``hard``) for ``outage_s`` and started again. Nobody is
+    restarted by hand: the generator must deliver every message it was given and the pipeline
+    must catch up on its own (its supervisor restarts failed queries). Then it is stopped
+    with SIGTERM, finished with ``--once`` and checked like the crash loop. ``cfg`` must
+    point at a broker of its own (``scratch_config``) that is running.
+    """
+    import threading
+
+    from generator.driver import Pacing, RunResult, drive
+    from generator.sinks import KafkaSink
+    from jobs import broker
+    from jobs.topics import create_topics
+
+    report = ChaosReport()
+    start = time.monotonic()
+    create_topics(cfg)
+    sent = chaos_messages(messages=messages, sensors=sensors, seed=seed)
+    report.produced = len(sent)
+    cfg.paths.logs.mkdir(parents=True, exist_ok=True)
+    log_path = cfg.paths.logs / "chaos-pipeline.log"
+    outcome: dict[str, RunResult] = {}
+
+    def generate() -> None:
+        sink = KafkaSink(cfg.kafka.bootstrap, cfg.kafka.topic_in)
+        outcome["result"] = drive(iter(sent), sink, Pacing(rate=rate), label="generator")
+
+    with log_path.open("ab") as log:
+        pipeline = subprocess.Popen(  # noqa: S603 - fixed argv
+            _lakehouse(cfg, "run"), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        report.runs += 1
+        generator = threading.Thread(target=generate, name="generator", daemon=True)
+        generator.start()
+        time.sleep(lead_s)
+        broker.stop(cfg, hard=hard)
+        time.sleep(outage_s)
+        broker.start(cfg)
+        report.notes.append(f"broker {'SIGKILLed' if hard else 'stopped'} {lead_s:.0f} s "
+                            f"into the run, back after {outage_s:.0f} s")
+        generator.join(timeout=settle_s)
+        result = outcome.get("result")
+        if result is None:
+            report.failures.append(f"the generator did not finish within {settle_s:.0f} s")
+        else:
+            report.notes.append(f"generator: {result.describe()}")
+            if result.errors or result.delivered != len(sent):
+                report.failures.append(f"the generator lost messages: {result.describe()}")
+        if spark is None:
+            from jobs.spark import build_spark
+
+            spark = build_spark(cfg)
+        waited = _wait_for_rows(spark, cfg.paths.table(BRONZE_RAW), len(sent), settle_s,
+                                pipeline)
+        report.notes.append(f"bronze caught up {waited:.0f} s after the generator finished; "
+                            f"the supervisor restarted queries {_count(log_path, 'restarting ')}"
+                            " times")
+        if pipeline.poll() is not None:
+            report.failures.append(f"the pipeline stopped by itself (code {pipeline.returncode})"
+                                   f"; its last errors:\n{last_errors(log_path)}")
+        else:
+            os.killpg(pipeline.pid, signal.SIGTERM)
+            try:
+                pipeline.wait(timeout=180)
+            except subprocess.TimeoutExpired:
+                report.failures.append("the pipeline did not stop within 180 s of SIGTERM")
+                os.killpg(pipeline.pid, signal.SIGKILL)
+                pipeline.wait()
+        finish_once(cfg, log, report)
+    verify(spark, cfg, sent, report)
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def _wait_for_rows(spark: SparkSession, path: Path, rows: int, timeout_s: float,
+                   pipeline: subprocess.Popen) -> float:
+    """Seconds until the Delta table at ``path`` holds ``rows`` (or the pipeline died)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s and pipeline.poll() is None:
+        try:
+            if spark.read.format("delta").load(str(path)).count() >= rows:
+                break
+        except Exception:  # noqa: BLE001 - the table may not exist yet
+            logger.debug("table %s not readable yet", path)
+        time.sleep(5.0)
+    return time.monotonic() - t0
+
+
+def _count(log: Path, marker: str) -> int:
+    return sum(marker in line for line in log.read_text(errors="replace").splitlines())
 
 
 def scratch_config(cfg: Config, folder: Path, port: int) -> Config:

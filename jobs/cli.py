@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -409,16 +410,48 @@ def chaos_crash_loop(cfg: Config, messages: int, sensors: int, kills: int, seed:
 
     Runs on a private broker and data folder; the user's data and broker are not touched.
     """
+    from jobs.chaos import run_chaos
+
+    _on_scratch_broker(cfg, folder, lambda scratch: run_chaos(
+        scratch, messages=messages, sensors=sensors, kills=kills, seed=seed, min_s=min_s,
+        max_s=max_s))
+
+
+@chaos.command("broker-loss")
+@click.option("--messages", default=60_000, show_default=True)
+@click.option("--sensors", default=200, show_default=True)
+@click.option("--rate", default=500.0, show_default=True, help="Generator messages per second.")
+@click.option("--lead-s", default=30.0, show_default=True, help="Run this long, then stop Kafka.")
+@click.option("--outage-s", default=60.0, show_default=True, help="How long Kafka stays down.")
+@click.option("--hard", is_flag=True, help="SIGKILL the broker instead of a clean stop.")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--folder", type=click.Path(path_type=Path), default=None,
+              help="Private data folder (default: a new temporary one).")
+@click.pass_obj
+def chaos_broker_loss(cfg: Config, messages: int, sensors: int, rate: float, lead_s: float,
+                      outage_s: float, hard: bool, seed: int, folder: Path | None) -> None:
+    """Take Kafka away mid-stream while the generator and pipeline run, then verify.
+
+    Runs on a private broker and data folder; the user's data and broker are not touched.
+    """
+    from jobs.chaos import run_broker_loss
+
+    _on_scratch_broker(cfg, folder, lambda scratch: run_broker_loss(
+        scratch, messages=messages, sensors=sensors, seed=seed, rate=rate, lead_s=lead_s,
+        outage_s=outage_s, hard=hard))
+
+
+def _on_scratch_broker(cfg: Config, folder: Path | None, run: Callable) -> None:
+    """Run a harness on a private broker and folder, print its report, exit 1 on failure."""
     import tempfile
 
-    from jobs.chaos import run_chaos, scratch_config
+    from jobs.chaos import scratch_config
 
     folder = folder or Path(tempfile.mkdtemp(prefix="lakehouse-chaos-"))
     scratch = scratch_config(cfg, folder, broker.free_port_pair())
     broker.start(scratch)
     try:
-        report = run_chaos(scratch, messages=messages, sensors=sensors, kills=kills, seed=seed,
-                           min_s=min_s, max_s=max_s)
+        report = run(scratch)
     finally:
         broker.stop(scratch)
     click.echo(report.describe())
