@@ -197,6 +197,29 @@ def dashboard_cmd(cfg: Config, host: str, port: int, refresh: float) -> None:
     serve(cfg, host=host, port=port, refresh_s=refresh)
 
 
+@cli.command("bench-state")
+@click.option("--sensors", default=1_000, show_default=True)
+@click.option("--hours", default=6.0, show_default=True, help="Event time simulated.")
+@click.option("--chunk-min", default=30.0, show_default=True,
+              help="Event minutes written between two runs of the alerts query.")
+@click.option("--interval", default=30.0, show_default=True,
+              help="Event seconds between two readings of a sensor.")
+@click.pass_obj
+def bench_state_cmd(cfg: Config, sensors: int, hours: float, chunk_min: float,
+                    interval: float) -> None:
+    """Alert-state size over a long simulated run: rows and memory per chunk of event time."""
+    from jobs.bench_state import alert_state_run
+
+    points = alert_state_run(cfg, sensors=sensors, hours=hours, chunk_min=chunk_min,
+                             interval_s=interval)
+    click.echo(f"{'event time up to':<26} {'readings':>10} {'state rows':>11} "
+               f"{'state MB':>9} {'batch ms':>9}")
+    for p in points:
+        mb = f"{p.state_memory_bytes / 1e6:.1f}" if p.state_memory_bytes is not None else "-"
+        click.echo(f"{p.event_time_upto:<26} {p.readings:>10,} {p.state_rows or 0:>11,} "
+                   f"{mb:>9} {p.batch_ms or 0:>9,}")
+
+
 @cli.command("bench")
 @click.option("--quick", is_flag=True, help="Smoke check: 100k backlog, 1k/s for 60 s (<5 min).")
 @click.option("--messages", type=int, default=None, help="Backlog size (default 1,000,000).")
