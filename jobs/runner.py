@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -39,6 +41,24 @@ STARTERS: dict[str, tuple[str, ...]] = {
 
 class RunnerError(RuntimeError):
     """A query failed beyond recovery; the message names the query and its cause."""
+
+
+def failure_message(query: str, exc: object, cfg: Config | None = None) -> str:
+    """The first line of a query's error, and where to look next.
+
+    A Spark error's text can run to hundreds of lines (plan, offsets, a JVM stack trace);
+    those are logged, and the command's own message stays short.
+    """
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    if len(first) > 500:
+        first = first[:500] + " ..."
+    out = f"query {query} failed: {first}"
+    if cfg is not None:
+        out += (f"\n  checkpoint: {cfg.paths.checkpoint(query)}\n  the full error is in the "
+                f"log ({cfg.paths.logs / 'lakehouse.log'}); if the checkpoint is damaged, see "
+                'README.md, "Checkpoint recovery"')
+    return out
 
 
 def parse_layers(text: str) -> list[str]:
@@ -74,11 +94,18 @@ def run_once(spark: SparkSession, cfg: Config, layers: Sequence[str]) -> dict[st
     rows: dict[str, int] = {}
     recorder = metrics.start_recording(spark, cfg)
     try:
-        for _ref, start in _starters(layers):
-            for query in _as_list(start(spark, cfg, trigger={"availableNow": True})):
-                query.awaitTermination()
-                if query.exception() is not None:
-                    raise RunnerError(f"query {query.name} failed: {query.exception()}")
+        for ref, start in _starters(layers):
+            try:
+                queries = _as_list(start(spark, cfg, trigger={"availableNow": True}))
+            except (PySparkException, Py4JJavaError) as exc:
+                logger.error("%s could not start: %s", ref, exc)
+                raise RunnerError(failure_message(ref, exc)) from exc
+            for query in queries:
+                try:
+                    query.awaitTermination()  # raises the query's exception if it failed
+                except (PySparkException, Py4JJavaError) as exc:
+                    logger.error("query %s failed: %s", query.name, exc)
+                    raise RunnerError(failure_message(query.name, exc, cfg)) from exc
                 rows[query.name] = sum(p["numInputRows"] for p in query.recentProgress)
                 logger.info("%s: done, %d rows read", query.name, rows[query.name])
     finally:
@@ -149,7 +176,8 @@ def _supervise(unit: _Supervised, spark: SparkSession, cfg: Config, trigger: dic
         if unit.restarts >= cfg.streaming.max_restarts:
             raise RunnerError(
                 f"{unit.ref}: failed {unit.restarts + 1} times; last error: "
-                f"{failed[0].exception()}. Fix the cause (see the log) and run again."
+                f"{failure_message(failed[0].name, failed[0].exception(), cfg)}\n"
+                "Fix the cause (see the log) and run again."
             )
         backoff = min(60.0, cfg.streaming.restart_backoff_s * 2**unit.restarts)
         unit.next_restart_at = now + backoff
