@@ -94,7 +94,7 @@ class KafkaConfig:
 class SparkConfig:
     master: str = "local[*]"
     app_name: str = "iot-lakehouse"
-    shuffle_partitions: int = 4
+    shuffle_partitions: int = 2
     driver_memory: str = "2g"
     ui_enabled: bool = True
     extra: Mapping[str, str] = field(default_factory=dict)

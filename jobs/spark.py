@@ -14,6 +14,7 @@ from jobs.config import REPO_ROOT, Config
 logger = logging.getLogger(__name__)
 
 SPARK_LOG4J = REPO_ROOT / "conf" / "log4j2-spark.properties"
+FAIR_POOLS = REPO_ROOT / "conf" / "fairscheduler.xml"
 REQUIRED_JARS = ("spark-sql-kafka-0-10_2.13-", "delta-spark_", "kafka-clients-")
 
 
@@ -51,6 +52,9 @@ def spark_conf(cfg: Config) -> dict[str, str]:
         "spark.executor.extraJavaOptions": java_opts,
         "spark.ui.enabled": str(cfg.spark.ui_enabled).lower(),
         "spark.ui.showConsoleProgress": "false",
+        # Queries share two cores: pools (conf/fairscheduler.xml) put the alert path first.
+        "spark.scheduler.mode": "FAIR",
+        "spark.scheduler.allocation.file": str(FAIR_POOLS),
         "spark.sql.streaming.stateStore.providerClass": (
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
         ),
