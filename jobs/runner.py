@@ -80,6 +80,14 @@ POOLS: dict[str, str] = {
 }
 
 
+# Started by run_continuous only once the alert path (bronze -> silver -> alerts) has
+# processed its first data, or streaming.deferred_start_s after the others: on two cores a
+# cold start of all nine queries at once held the first alert back by minutes.
+DEFERRED: frozenset[str] = frozenset({
+    "jobs.gold_job:start_aggregates", "jobs.gold_job:start_alert_dependents",
+})
+
+
 def _resolve(ref: str) -> Starter:
     module, func = ref.split(":")
     start = getattr(importlib.import_module(module), func)
@@ -159,15 +167,25 @@ def run_continuous(
     stop_event = stop_event or threading.Event()
     trigger = {"processingTime": cfg.streaming.trigger_interval}
     units = [_Supervised(ref, start) for ref, start in _starters(layers)]
+    deferred = [u for u in units if u.ref in DEFERRED]
+    units = [u for u in units if u.ref not in DEFERRED]
     recorder = metrics.start_recording(spark, cfg)
     for unit in units:
         unit.queries = _as_list(unit.start(spark, cfg, trigger=trigger))
+    path_end = units[-1] if units else None  # the most downstream query started so far
     if console:
         units.append(_console_unit(spark, cfg, layers))
     _install_signal_handlers(stop_event)
-    last_progress = time.monotonic()
+    started = last_progress = time.monotonic()
     try:
         while not stop_event.wait(1.0):
+            if deferred and (_has_processed_data(path_end)
+                             or time.monotonic() - started >= cfg.streaming.deferred_start_s):
+                logger.info("alert path warm after %.0f s: starting %s",
+                            time.monotonic() - started, ", ".join(u.ref for u in deferred))
+                for unit in deferred:
+                    unit.queries = _as_list(unit.start(spark, cfg, trigger=trigger))
+                units, deferred = units + deferred, []
             for unit in units:
                 _supervise(unit, spark, cfg, trigger)
             if time.monotonic() - last_progress >= progress_every_s:
@@ -180,6 +198,12 @@ def run_continuous(
                     q.stop()
         recorder.stop()
         logger.info("all queries stopped")
+
+
+def _has_processed_data(unit: _Supervised | None) -> bool:
+    """Has the unit's query finished a micro-batch with input rows since it started?"""
+    return unit is not None and any(
+        p.get("numInputRows", 0) > 0 for q in unit.queries for p in q.recentProgress)
 
 
 def _supervise(unit: _Supervised, spark: SparkSession, cfg: Config, trigger: dict) -> None:

@@ -22,7 +22,7 @@ while :; do
     echo "first alert on the dashboard after ${now} s (data in $LAKEHOUSE_DATA)"; break
   fi
   if [ "$now" -ge "$LIMIT" ]; then echo "no alert within ${LIMIT} s" >&2; break; fi
-  sleep 2
+  sleep 5  # as often as the page refreshes
 done
 grep -m3 -h "batch 0:" "$LAKEHOUSE_DATA/logs/pipeline.log" || true
 [ "${KEEP:-0}" = 1 ] || scripts/stop_all.sh >/dev/null
