@@ -84,7 +84,7 @@ def lake(kafka_cfg: Config, spark, tmp_path_factory: pytest.TempPathFactory) -> 
     cfg = kafka_cfg.with_overrides({
         "paths.data_dir": str(root / "data"),
         "kafka.topic_in": f"bad-ops-{uuid.uuid4().hex[:8]}",
-        "streaming.max_offsets_per_trigger": 4,
+        "streaming.max_offsets_per_trigger": 6,
         "streaming.metrics_flush_s": 60,
     })
     create_topics(cfg, {cfg.kafka.topic_in: 2})
@@ -173,7 +173,7 @@ def test_unreachable_broker(base_cfg: Config, tmp_path: Path) -> None:
 
 def test_real_and_crashed_checkpoints_pass(lake: Config, tmp_path: Path) -> None:
     copy = _copy_lake(lake, tmp_path, checkpoints=("bronze", "silver"))
-    assert len(preflight._batches(copy.paths.checkpoint("bronze") / "offsets")) >= 3
+    assert len(preflight._batches(copy.paths.checkpoint("bronze") / "offsets")) >= 2
     for name in ("bronze", "silver"):
         assert preflight.checkpoint_problem(copy.paths.checkpoint(name)) is None
         forget_last_commit(copy.paths.checkpoint(name))  # killed before its last commit
