@@ -87,10 +87,12 @@ def alert_state_run(base: Config, *, sensors: int, hours: float, chunk_min: floa
             query.awaitTermination()
             progress = [p for p in query.recentProgress if p.get("stateOperators")]
             op = progress[-1]["stateOperators"][0] if progress else {}
+            # the chunk's data batch (availableNow may end with an empty, timers-only one)
+            data = max(progress, key=lambda p: p.get("numInputRows", 0), default=None)
             points.append(StatePoint(
                 event_time_upto=edge.isoformat(), readings=total,
                 state_rows=op.get("numRowsTotal"), state_memory_bytes=op.get("memoryUsedBytes"),
-                batch_ms=progress[-1]["durationMs"].get("triggerExecution") if progress else None,
+                batch_ms=data["durationMs"].get("triggerExecution") if data else None,
             ))
             logger.info("alert state: %s", asdict(points[-1]))
     finally:
