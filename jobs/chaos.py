@@ -279,16 +279,18 @@ def run_chaos(cfg: Config, *, messages: int, sensors: int, kills: int, seed: int
 
 
 def run_broker_loss(cfg: Config, *, messages: int, sensors: int, seed: int, rate: float,
-                    lead_s: float, outage_s: float, hard: bool = False,
+                    lead_s: float, outage_s: float, hard: bool = False, warm_share: float = 0.1,
                     settle_s: float = 600.0, spark: SparkSession | None = None) -> ChaosReport:
     """Take the broker away mid-stream while the generator and the pipeline both run.
 
-    The generator sends ``messages`` at ``rate`` per second; ``lead_s`` after the start the
-    broker is stopped (SIGKILLed if ``hard``) for ``outage_s`` and started again. Nobody is
-    restarted by hand: the generator must deliver every message it was given and the pipeline
-    must catch up on its own (its supervisor restarts failed queries). Then it is stopped
-    with SIGTERM, finished with ``--once`` and checked like the crash loop. ``cfg`` must
-    point at a broker of its own (``scratch_config``) that is running.
+    The first ``warm_share`` of the messages is produced up front and the pipeline started;
+    once bronze holds data (the pipeline is streaming), the generator sends the rest at
+    ``rate`` per second, and ``lead_s`` later the broker is stopped (SIGKILLed if ``hard``)
+    for ``outage_s`` and started again. Nobody is restarted by hand: the generator must
+    deliver every message it was given and the pipeline must catch up on its own (its
+    supervisor restarts failed queries). Then it is stopped with SIGTERM, finished with
+    ``--once`` and checked like the crash loop. ``cfg`` must point at a broker of its own
+    (``scratch_config``) that is running.
     """
     import threading
 
@@ -302,40 +304,45 @@ def run_broker_loss(cfg: Config, *, messages: int, sensors: int, seed: int, rate
     create_topics(cfg)
     sent = chaos_messages(messages=messages, sensors=sensors, seed=seed)
     report.produced = len(sent)
+    warm = max(1, int(len(sent) * warm_share))
     cfg.paths.logs.mkdir(parents=True, exist_ok=True)
     log_path = cfg.paths.logs / "chaos-pipeline.log"
     outcome: dict[str, RunResult] = {}
 
-    def generate() -> None:
+    def generate(batch: list, pacing: Pacing) -> None:
         sink = KafkaSink(cfg.kafka.bootstrap, cfg.kafka.topic_in)
-        outcome["result"] = drive(iter(sent), sink, Pacing(rate=rate), label="generator")
+        outcome["result"] = drive(iter(batch), sink, pacing, label="generator")
 
+    generate(sent[:warm], Pacing())
+    if spark is None:
+        from jobs.spark import build_spark
+
+        spark = build_spark(cfg)
     with log_path.open("ab") as log:
         pipeline = subprocess.Popen(  # noqa: S603 - fixed argv
             _lakehouse(cfg, "run"), stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
         report.runs += 1
-        generator = threading.Thread(target=generate, name="generator", daemon=True)
+        waited = _wait_for_rows(spark, cfg.paths.table(BRONZE_RAW), 1, settle_s, pipeline)
+        report.notes.append(f"bronze streaming {waited:.0f} s after the pipeline started")
+        generator = threading.Thread(target=generate, args=(sent[warm:], Pacing(rate=rate)),
+                                     name="generator", daemon=True)
         generator.start()
         time.sleep(lead_s)
         broker.stop(cfg, hard=hard)
         time.sleep(outage_s)
         broker.start(cfg)
         report.notes.append(f"broker {'SIGKILLed' if hard else 'stopped'} {lead_s:.0f} s "
-                            f"into the run, back after {outage_s:.0f} s")
+                            f"into the generator's run, back after {outage_s:.0f} s")
         generator.join(timeout=settle_s)
         result = outcome.get("result")
-        if result is None:
+        if generator.is_alive() or result is None:
             report.failures.append(f"the generator did not finish within {settle_s:.0f} s")
         else:
-            report.notes.append(f"generator: {result.describe()}")
-            if result.errors or result.delivered != len(sent):
+            report.notes.append(f"generator (after the first {warm}): {result.describe()}")
+            if result.errors or result.delivered != len(sent) - warm:
                 report.failures.append(f"the generator lost messages: {result.describe()}")
-        if spark is None:
-            from jobs.spark import build_spark
-
-            spark = build_spark(cfg)
         waited = _wait_for_rows(spark, cfg.paths.table(BRONZE_RAW), len(sent), settle_s,
                                 pipeline)
         report.notes.append(f"bronze caught up {waited:.0f} s after the generator finished; "

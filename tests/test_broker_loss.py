@@ -20,7 +20,7 @@ def test_broker_killed_mid_stream_loses_and_doubles_nothing(spark, kafka_cfg: Co
     broker.start(cfg)
     try:
         report = run_broker_loss(cfg, messages=4000, sensors=40, seed=5, rate=100.0,
-                                 lead_s=20.0, outage_s=25.0, hard=True, spark=spark)
+                                 lead_s=10.0, outage_s=25.0, hard=True, spark=spark)
     finally:
         broker.stop(cfg)
     assert report.ok, report.describe()
