@@ -459,6 +459,8 @@ def latency_run(spark: Any, cfg: Config, opts: BenchOptions, rate: float,
                 if spark.read.format("delta").load(silver).count() >= produced.sent:
                     break
                 time.sleep(1.0)
+        if "gold" in opts.latency_layers:  # an alert for every probe in silver, or 180 s
+            _wait_for_probe_alerts(spark, run_cfg, t_start, 180.0, failure)
         time.sleep(2 * _trigger_s(cfg) + 2)  # let gold and the alerts take the last batch
         stop.set()
         runner.join(120.0)
@@ -476,6 +478,34 @@ def latency_run(spark: Any, cfg: Config, opts: BenchOptions, rate: float,
     result["max_lag"] = max(lags) if lags else None
     result["final_lag"] = lags[-1] if lags else None
     return result
+
+
+def _wait_for_probe_alerts(spark: Any, cfg: Config, since_epoch_s: float, timeout_s: float,
+                           failure: list) -> None:
+    """Until gold/alerts holds a HIGH_TEMP alert for each probe reading silver holds.
+
+    The alerts query runs behind silver; stopping as soon as silver is complete would leave
+    most probes unmeasured and the latency figure would describe a handful of them.
+    """
+    from pyspark.sql import functions as F
+
+    silver = str(cfg.paths.table(tables.SILVER_READINGS))
+    alerts = str(cfg.paths.table(tables.ALERTS))
+    until = time.monotonic() + timeout_s
+    while time.monotonic() < until and not failure:
+        probes = (spark.read.format("delta").load(silver)
+                  .where((F.unix_micros("kafka_timestamp") >= int(since_epoch_s * 1e6))
+                         & (F.col("temperature") == PROBE_TEMPERATURE)).count())
+        try:
+            raised = (spark.read.format("delta").load(alerts)
+                      .where((F.col("alert_type") == "HIGH_TEMP")
+                             & (F.col("value") == PROBE_TEMPERATURE)).count())
+        except Exception:  # noqa: BLE001 - the table may not exist yet
+            raised = 0
+        if raised >= probes:
+            return
+        time.sleep(2.0)
+    logger.warning("alerts did not catch up with silver within %.0f s", timeout_s)
 
 
 def _trigger_s(cfg: Config) -> float:
