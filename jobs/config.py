@@ -126,6 +126,7 @@ class ValidationConfig:
     humidity: tuple[float, float] = (0.0, 100.0)
     pressure: tuple[float, float] = (870.0, 1085.0)
     max_future: str = "1 day"
+    min_event_time: str = "1900-01-01T00:00:00Z"
     dedup_watermark: str = "10 minutes"
 
     def ranges(self) -> dict[str, tuple[float, float]]:

@@ -6,6 +6,8 @@ every reason that applies, or a duplicate of a valid reading already kept.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
@@ -32,9 +34,11 @@ def _reason_if(condition: Column, code: str) -> Column:
 def parse(df: DataFrame, *, cfg: ValidationConfig) -> DataFrame:
     """Bronze rows -> bronze columns plus typed reading fields and ``reasons`` (array<string>).
 
-    Adds sensor_id, event_time, temperature, humidity, pressure, location and reasons; an empty
-    ``reasons`` means the record is valid. Codes: MALFORMED_JSON, MISSING_FIELD:<f>,
-    BAD_TYPE:<f>, OUT_OF_RANGE:<f>, BAD_TIMESTAMP (DESIGN.md "Validation").
+    Adds sensor_id, event_time (null when not usable), temperature, humidity, pressure,
+    location and reasons; an empty ``reasons`` means the record is valid. Codes: MALFORMED_JSON,
+    MISSING_FIELD:<f>, BAD_TYPE:<f>, OUT_OF_RANGE:<f>, BAD_TIMESTAMP (DESIGN.md "Validation"):
+    a timestamp is bad when it does not parse, lies before ``min_event_time`` or more than
+    ``max_future`` ahead of processing time.
     """
     raw = F.from_json(F.col("value"), _RAW_SCHEMA, _JSON_OPTIONS)
     parsed = df.withColumn("_raw", raw)
@@ -67,13 +71,14 @@ def parse(df: DataFrame, *, cfg: ValidationConfig) -> DataFrame:
 
     event_time = fields["timestamp"].try_cast("timestamp")
     too_far = event_time > F.current_timestamp() + F.expr(f"INTERVAL {cfg.max_future}")
-    bad_ts = fields["timestamp"].isNotNull() & (event_time.isNull() | too_far)
+    too_old = event_time < F.lit(datetime.fromisoformat(cfg.min_event_time))
+    bad_ts = fields["timestamp"].isNotNull() & (event_time.isNull() | too_far | too_old)
     reasons.append(_reason_if(bad_ts, "BAD_TIMESTAMP"))
 
     return parsed.select(
         *df.columns,
         F.trim(fields["sensor_id"]).alias("sensor_id"),
-        event_time.alias("event_time"),
+        F.when(~bad_ts, event_time).alias("event_time"),
         typed["temperature"].alias("temperature"),
         typed["humidity"].alias("humidity"),
         typed["pressure"].alias("pressure"),

@@ -68,6 +68,9 @@ _DROP = object()
         (_with(timestamp="2999-01-01T00:00:00Z"), ["BAD_TIMESTAMP"]),
         (_with(timestamp=_DROP, temperature="x", humidity=101),
          ["BAD_TYPE:temperature", "MISSING_FIELD:timestamp", "OUT_OF_RANGE:humidity"]),
+        # found by fuzzing (tests/test_hostile_input.py)
+        (_with(timestamp="-0001-01-01T00:00:00Z"), ["BAD_TIMESTAMP"]),
+        (_with(timestamp="1899-12-31T23:59:59Z"), ["BAD_TIMESTAMP"]),
     ],
 )
 def test_reason_codes(spark, value, expected) -> None:
