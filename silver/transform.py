@@ -10,19 +10,25 @@ from datetime import datetime
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.types import StringType, StructField, StructType, VariantType
 
-from bronze.schema import NUMERIC_FIELDS, READING_FIELDS
+from bronze.schema import NUMERIC_FIELDS, READING_FIELDS, READING_SCHEMA
 from jobs.config import AlertsConfig, ValidationConfig
 from silver.schema import QUARANTINE_SCHEMA, REGISTRY_COLUMNS, SILVER_SCHEMA
 
 CORRUPT = "_corrupt_record"
-# Every field read as a string first: a wrong JSON type becomes a reason code instead of a null
-# that would look like a missing field. Numbers keep their literal text.
+# Every field read as a VARIANT: its JSON type survives the parse, so a wrong type is a reason
+# code (BAD_TYPE) rather than a null that would look like a missing field, or an object that a
+# string cast would turn into text. Strict JSON, except NaN/Infinity: those read as numbers so
+# that the reason names the field (BAD_TYPE:<f>) instead of the whole record.
 _RAW_SCHEMA = StructType(
-    [StructField(f, StringType()) for f in READING_FIELDS] + [StructField(CORRUPT, StringType())]
+    [StructField(f, VariantType()) for f in READING_FIELDS] + [StructField(CORRUPT, StringType())]
 )
-_JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
+_JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT,
+                 "allowSingleQuotes": "false"}
+_STRING_FIELDS = tuple(f.name for f in READING_SCHEMA.fields if f.dataType == StringType())
+# schema_of_variant names for a JSON number (integers, decimals, doubles)
+_NUMBER_TYPE = r"^(TINYINT|SMALLINT|INT|BIGINT|FLOAT|DOUBLE|DECIMAL\(\d+,\d+\))$"
 
 DEDUP_KEYS: tuple[str, ...] = ("sensor_id", "event_time")
 
@@ -35,54 +41,85 @@ def parse(df: DataFrame, *, cfg: ValidationConfig) -> DataFrame:
     """Bronze rows -> bronze columns plus typed reading fields and ``reasons`` (array<string>).
 
     Adds sensor_id, event_time (null when not usable), temperature, humidity, pressure,
-    location and reasons; an empty ``reasons`` means the record is valid. Codes: MALFORMED_JSON,
-    MISSING_FIELD:<f>, BAD_TYPE:<f>, OUT_OF_RANGE:<f>, BAD_TIMESTAMP (DESIGN.md "Validation"):
-    a timestamp is bad when it does not parse, lies before ``min_event_time`` or more than
-    ``max_future`` ahead of processing time.
+    location and reasons; an empty ``reasons`` means the record is valid. Codes (DESIGN.md
+    "Validation"):
+
+    - MALFORMED_JSON: not a JSON object (also: nesting deeper than 1000, a lone UTF-16
+      surrogate escape in a reading field);
+    - MISSING_FIELD:<f>: absent or null; a blank sensor_id counts as missing;
+    - BAD_TYPE:<f>: another JSON type than the wire format's (a number for sensor_id, a string
+      such as "22.5" for temperature); NaN and Infinity are not numbers;
+    - OUT_OF_RANGE:<f>: a finite number outside the configured range;
+    - BAD_TIMESTAMP: not a timestamp, before ``min_event_time``, or more than ``max_future``
+      ahead of processing time.
     """
-    raw = F.from_json(F.col("value"), _RAW_SCHEMA, _JSON_OPTIONS)
-    parsed = df.withColumn("_raw", raw)
-    # A JSON object starts with "{"; anything else (arrays, scalars, text) is malformed, as is
-    # what the parser flags as corrupt.
-    malformed = (
-        F.col("value").isNull()
-        | ~F.ltrim(F.col("value")).startswith("{")
+    value = F.col("value")
+    # Built in stages, each a projection: a value used by several rules is computed once per
+    # row (one expression tree would re-scan a 1 MB value for every rule that reads it).
+    staged = df.withColumn("_raw", F.from_json(value, _RAW_SCHEMA, _JSON_OPTIONS)).withColumn(
+        "_malformed",
+        # A JSON object starts with "{"; anything else (arrays, scalars, text) is malformed,
+        # as is what the parser flags as corrupt.
+        value.isNull()
+        | ~F.ltrim(value).startswith("{")
         | F.col("_raw").isNull()
-        | F.col(f"_raw.{CORRUPT}").isNotNull()
+        | F.col(f"_raw.{CORRUPT}").isNotNull(),
     )
-    fields = {f: F.when(~malformed, F.col(f"_raw.{f}")) for f in READING_FIELDS}
+    malformed = F.col("_malformed")
+    raw = {f: F.when(~malformed, F.col(f"_raw.{f}")) for f in READING_FIELDS}
+    staged = staged.select("*", *[
+        c for f in READING_FIELDS for c in (
+            (raw[f].isNotNull() & ~F.is_variant_null(raw[f])).alias(f"_present_{f}"),
+            F.schema_of_variant(raw[f]).alias(f"_kind_{f}"),
+        )
+    ])
+    present = {f: F.col(f"_present_{f}") for f in READING_FIELDS}
+    kind = {f: F.col(f"_kind_{f}") for f in READING_FIELDS}
+    is_text = {f: present[f] & (kind[f] == "STRING") for f in _STRING_FIELDS}
+    staged = staged.select(
+        "*",
+        *[F.when(is_text[f], F.try_variant_get(raw[f], "$", "string")).alias(f"_text_{f}")
+          for f in _STRING_FIELDS],
+        *[F.when(present[f] & kind[f].rlike(_NUMBER_TYPE),
+                 F.try_variant_get(raw[f], "$", "double")).alias(f"_number_{f}")
+          for f in NUMERIC_FIELDS],
+    )
+    text = {f: F.col(f"_text_{f}") for f in _STRING_FIELDS}
 
     reasons: list[Column] = [_reason_if(malformed, "MALFORMED_JSON")]
-    for f in READING_FIELDS:
-        value = fields[f]
-        empty = value.isNull() | (F.trim(value) == "") if f == "sensor_id" else value.isNull()
-        reasons.append(_reason_if(~malformed & empty, f"MISSING_FIELD:{f}"))
+    for f in _STRING_FIELDS:
+        missing = ~malformed & ~present[f]
+        if f == "sensor_id":
+            missing = missing | (is_text[f] & (F.trim(text[f]) == ""))
+        reasons += [_reason_if(missing, f"MISSING_FIELD:{f}"),
+                    _reason_if(present[f] & ~is_text[f], f"BAD_TYPE:{f}")]
 
     typed: dict[str, Column] = {}
     for f in NUMERIC_FIELDS:
-        number = fields[f].try_cast("double")
-        typed[f] = number
-        bad_type = fields[f].isNotNull() & number.isNull()
+        number = F.col(f"_number_{f}")
+        finite = number.isNotNull() & ~F.isnan(number) & (F.abs(number) != float("inf"))
+        typed[f] = F.when(finite, number)
         low, high = cfg.ranges()[f]
-        # NaN/Infinity are not JSON numbers and fail the cast (BAD_TYPE); a "NaN" string that
-        # did cast would still never be in range.
-        out = number.isNotNull() & (F.isnan(number) | (number < low) | (number > high))
-        reasons += [_reason_if(bad_type, f"BAD_TYPE:{f}"), _reason_if(out, f"OUT_OF_RANGE:{f}")]
+        reasons += [
+            _reason_if(~malformed & ~present[f], f"MISSING_FIELD:{f}"),
+            _reason_if(present[f] & ~finite, f"BAD_TYPE:{f}"),
+            _reason_if(finite & ((number < low) | (number > high)), f"OUT_OF_RANGE:{f}"),
+        ]
 
-    event_time = fields["timestamp"].try_cast("timestamp")
+    event_time = text["timestamp"].try_cast("timestamp")
     too_far = event_time > F.current_timestamp() + F.expr(f"INTERVAL {cfg.max_future}")
     too_old = event_time < F.lit(datetime.fromisoformat(cfg.min_event_time))
-    bad_ts = fields["timestamp"].isNotNull() & (event_time.isNull() | too_far | too_old)
+    bad_ts = text["timestamp"].isNotNull() & (event_time.isNull() | too_far | too_old)
     reasons.append(_reason_if(bad_ts, "BAD_TIMESTAMP"))
 
-    return parsed.select(
+    return staged.select(
         *df.columns,
-        F.trim(fields["sensor_id"]).alias("sensor_id"),
+        F.trim(text["sensor_id"]).alias("sensor_id"),
         F.when(~bad_ts, event_time).alias("event_time"),
         typed["temperature"].alias("temperature"),
         typed["humidity"].alias("humidity"),
         typed["pressure"].alias("pressure"),
-        fields["location"].alias("location"),
+        text["location"].alias("location"),
         F.filter(F.array(*reasons), lambda r: r.isNotNull()).alias("reasons"),
     )
 

@@ -71,6 +71,11 @@ _DROP = object()
         # found by fuzzing (tests/test_hostile_input.py)
         (_with(timestamp="-0001-01-01T00:00:00Z"), ["BAD_TIMESTAMP"]),
         (_with(timestamp="1899-12-31T23:59:59Z"), ["BAD_TIMESTAMP"]),
+        (_with(sensor_id={"a": 1}), ["BAD_TYPE:sensor_id"]),
+        (_with(sensor_id=42, location=["x"]), ["BAD_TYPE:location", "BAD_TYPE:sensor_id"]),
+        (_with(temperature="22.5", timestamp=1704897000),
+         ["BAD_TYPE:temperature", "BAD_TYPE:timestamp"]),
+        (_with().replace('"', "'"), ["MALFORMED_JSON"]),
     ],
 )
 def test_reason_codes(spark, value, expected) -> None:
