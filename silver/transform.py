@@ -29,12 +29,28 @@ _JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT,
 _STRING_FIELDS = tuple(f.name for f in READING_SCHEMA.fields if f.dataType == StringType())
 # schema_of_variant names for a JSON number (integers, decimals, doubles)
 _NUMBER_TYPE = r"^(TINYINT|SMALLINT|INT|BIGINT|FLOAT|DOUBLE|DECIMAL\(\d+,\d+\))$"
+_NON_NUMERIC_TOKEN = r"[-+]?(NaN|Infinity|INF)"
 
 DEDUP_KEYS: tuple[str, ...] = ("sensor_id", "event_time")
 
 
 def _reason_if(condition: Column, code: str) -> Column:
     return F.when(condition, F.lit(code))
+
+
+def _one_json_value(value: Column) -> Column:
+    """True when ``value`` is one JSON value and nothing after it (JSON whitespace aside).
+
+    Jackson, and so from_json, stops after the first value: ``{..}{..}`` or ``{..} junk`` would
+    read as the first reading alone. Wrapped as ``[value]``, anything after the first value
+    breaks the array or adds elements, unless it starts with ``]``; wrapped as ``{"_":value}``
+    the same holds unless it starts with ``}``. Nothing starts with both, so the two checks
+    together are exact. Both parse strict JSON, so NaN/Infinity tokens are neutralised first.
+    """
+    strict = F.regexp_replace(value, _NON_NUMERIC_TOKEN, "0")
+    in_array = F.json_array_length(F.concat(F.lit("["), strict, F.lit("]")))
+    in_object = F.size(F.json_object_keys(F.concat(F.lit('{"_":'), strict, F.lit("}"))))
+    return F.coalesce((in_array == 1) & (in_object == 1), F.lit(False))
 
 
 def parse(df: DataFrame, *, cfg: ValidationConfig) -> DataFrame:
@@ -44,8 +60,8 @@ def parse(df: DataFrame, *, cfg: ValidationConfig) -> DataFrame:
     location and reasons; an empty ``reasons`` means the record is valid. Codes (DESIGN.md
     "Validation"):
 
-    - MALFORMED_JSON: not a JSON object (also: nesting deeper than 1000, a lone UTF-16
-      surrogate escape in a reading field);
+    - MALFORMED_JSON: not one JSON object (also: trailing content after the object,
+      nesting deeper than 1000, a lone UTF-16 surrogate escape in a reading field);
     - MISSING_FIELD:<f>: absent or null; a blank sensor_id counts as missing;
     - BAD_TYPE:<f>: another JSON type than the wire format's (a number for sensor_id, a string
       such as "22.5" for temperature); NaN and Infinity are not numbers;
@@ -58,12 +74,12 @@ def parse(df: DataFrame, *, cfg: ValidationConfig) -> DataFrame:
     # row (one expression tree would re-scan a 1 MB value for every rule that reads it).
     staged = df.withColumn("_raw", F.from_json(value, _RAW_SCHEMA, _JSON_OPTIONS)).withColumn(
         "_malformed",
-        # A JSON object starts with "{"; anything else (arrays, scalars, text) is malformed,
-        # as is what the parser flags as corrupt.
+        # An object starts with "{" (JSON whitespace aside).
         value.isNull()
-        | ~F.ltrim(value).startswith("{")
+        | ~value.rlike(r"^[ \t\r\n]*\{")
         | F.col("_raw").isNull()
-        | F.col(f"_raw.{CORRUPT}").isNotNull(),
+        | F.col(f"_raw.{CORRUPT}").isNotNull()
+        | ~_one_json_value(value),
     )
     malformed = F.col("_malformed")
     raw = {f: F.when(~malformed, F.col(f"_raw.{f}")) for f in READING_FIELDS}

@@ -76,6 +76,10 @@ _DROP = object()
         (_with(temperature="22.5", timestamp=1704897000),
          ["BAD_TYPE:temperature", "BAD_TYPE:timestamp"]),
         (_with().replace('"', "'"), ["MALFORMED_JSON"]),
+        (_with() + _with(), ["MALFORMED_JSON"]),
+        (_with() + "]", ["MALFORMED_JSON"]),
+        (_with() + "}", ["MALFORMED_JSON"]),
+        ("\r\n\t" + _with() + "\n", []),
     ],
 )
 def test_reason_codes(spark, value, expected) -> None:
