@@ -29,6 +29,8 @@ _JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT,
 _STRING_FIELDS = tuple(f.name for f in READING_SCHEMA.fields if f.dataType == StringType())
 # schema_of_variant names for a JSON number (integers, decimals, doubles)
 _NUMBER_TYPE = r"^(TINYINT|SMALLINT|INT|BIGINT|FLOAT|DOUBLE|DECIMAL\(\d+,\d+\))$"
+# Whitespace, control and format characters only: not a usable sensor id.
+_BLANK = r"^[\p{Cc}\p{Cf}\p{Z}]*$"
 _NON_NUMERIC_TOKEN = r"[-+]?(NaN|Infinity|INF)"
 
 DEDUP_KEYS: tuple[str, ...] = ("sensor_id", "event_time")
@@ -62,7 +64,8 @@ def parse(df: DataFrame, *, cfg: ValidationConfig) -> DataFrame:
 
     - MALFORMED_JSON: not one JSON object (also: trailing content after the object,
       nesting deeper than 1000, a lone UTF-16 surrogate escape in a reading field);
-    - MISSING_FIELD:<f>: absent or null; a blank sensor_id counts as missing;
+    - MISSING_FIELD:<f>: absent or null; a sensor_id of only whitespace, control or format
+      characters counts as missing;
     - BAD_TYPE:<f>: another JSON type than the wire format's (a number for sensor_id, a string
       such as "22.5" for temperature); NaN and Infinity are not numbers;
     - OUT_OF_RANGE:<f>: a finite number outside the configured range;
@@ -106,7 +109,7 @@ def parse(df: DataFrame, *, cfg: ValidationConfig) -> DataFrame:
     for f in _STRING_FIELDS:
         missing = ~malformed & ~present[f]
         if f == "sensor_id":
-            missing = missing | (is_text[f] & (F.trim(text[f]) == ""))
+            missing = missing | (is_text[f] & text[f].rlike(_BLANK))
         reasons += [_reason_if(missing, f"MISSING_FIELD:{f}"),
                     _reason_if(present[f] & ~is_text[f], f"BAD_TYPE:{f}")]
 

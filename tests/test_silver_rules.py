@@ -80,6 +80,7 @@ _DROP = object()
         (_with() + "]", ["MALFORMED_JSON"]),
         (_with() + "}", ["MALFORMED_JSON"]),
         ("\r\n\t" + _with() + "\n", []),
+        (_with(sensor_id="\t\n\u200b"), ["MISSING_FIELD:sensor_id"]),
     ],
 )
 def test_reason_codes(spark, value, expected) -> None:
