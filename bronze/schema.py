@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pyspark.sql.types import (
+    BinaryType,
     DateType,
     DoubleType,
     IntegerType,
@@ -32,6 +33,10 @@ READING_SCHEMA = StructType(
 )
 
 # bronze/sensor_raw: one row per source record, nothing dropped, value kept as received.
+# key and value are text that is always valid UTF-8, so that every reader (DuckDB refuses a
+# Parquet string that is not) can scan them. A key or value whose bytes are not UTF-8 reads
+# there with U+FFFD for each bad sequence, and its exact bytes are in key_bytes / value_bytes,
+# which are null otherwise (and so cost nothing for well-formed records).
 BRONZE_SCHEMA = StructType(
     [
         StructField("key", StringType()),
@@ -42,5 +47,7 @@ BRONZE_SCHEMA = StructType(
         StructField("kafka_timestamp", TimestampType()),
         StructField("ingested_at", TimestampType()),
         StructField("ingest_date", DateType()),
+        StructField("key_bytes", BinaryType()),
+        StructField("value_bytes", BinaryType()),
     ]
 )

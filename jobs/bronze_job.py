@@ -68,6 +68,9 @@ def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
         .queryName(QUERY_NAME)
         .outputMode("append")
         .partitionBy("ingest_date")
+        # A bronze table made before key_bytes/value_bytes existed gains them on its next
+        # commit (new nullable columns only; nothing already written changes).
+        .option("mergeSchema", "true")
         .option("checkpointLocation", str(cfg.paths.checkpoint(QUERY_NAME)))
         .trigger(**trigger)
         .start(str(path))

@@ -62,7 +62,7 @@ def parse(df: DataFrame, *, cfg: ValidationConfig) -> DataFrame:
     location and reasons; an empty ``reasons`` means the record is valid. Codes (DESIGN.md
     "Validation"):
 
-    - MALFORMED_JSON: not one JSON object (also: trailing content after the object,
+    - MALFORMED_JSON: not one JSON object in UTF-8 (also: trailing content after the object,
       nesting deeper than 1000, a lone UTF-16 surrogate escape in a reading field);
     - MISSING_FIELD:<f>: absent or null; a sensor_id of only whitespace, control or format
       characters counts as missing;
@@ -77,8 +77,12 @@ def parse(df: DataFrame, *, cfg: ValidationConfig) -> DataFrame:
     # row (one expression tree would re-scan a 1 MB value for every rule that reads it).
     staged = df.withColumn("_raw", F.from_json(value, _RAW_SCHEMA, _JSON_OPTIONS)).withColumn(
         "_malformed",
-        # An object starts with "{" (JSON whitespace aside).
+        # JSON text must be UTF-8: bronze marks a value that is not by keeping its bytes in
+        # value_bytes (its text has U+FFFD, which would pass the parser); rows written before
+        # bronze did so hold the bytes in value itself. An object starts with "{".
         value.isNull()
+        | F.col("value_bytes").isNotNull()
+        | ~F.is_valid_utf8(value)
         | ~value.rlike(r"^[ \t\r\n]*\{")
         | F.col("_raw").isNull()
         | F.col(f"_raw.{CORRUPT}").isNotNull()
@@ -144,12 +148,16 @@ def parse(df: DataFrame, *, cfg: ValidationConfig) -> DataFrame:
 
 
 def quarantine_rows(parsed: DataFrame) -> DataFrame:
-    """Rejected records in QUARANTINE_SCHEMA: raw value, reasons and source coordinates."""
+    """Rejected records in QUARANTINE_SCHEMA: raw value, reasons and source coordinates.
+
+    key and value are made valid UTF-8 (bronze keeps the exact bytes), so that every reader
+    can scan the quarantine.
+    """
+    special = {"quarantined_at": F.current_timestamp(), "key": F.make_valid_utf8("key"),
+               "value": F.make_valid_utf8("value")}
     return parsed.where(F.size("reasons") > 0).select(
         *[
-            (F.current_timestamp() if f.name == "quarantined_at" else F.col(f.name))
-            .cast(f.dataType)
-            .alias(f.name)
+            special.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name)
             for f in QUARANTINE_SCHEMA.fields
         ]
     )

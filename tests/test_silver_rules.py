@@ -18,7 +18,8 @@ T0 = datetime(2024, 1, 10, 15, 0, tzinfo=UTC)
 
 
 def _bronze(spark, values: list[str | None]):
-    rows = [("k", v, "iot-sensors", 0, i, T0, T0, T0.date()) for i, v in enumerate(values)]
+    rows = [("k", v, "iot-sensors", 0, i, T0, T0, T0.date(), None, None)
+            for i, v in enumerate(values)]
     return spark.createDataFrame(rows, BRONZE_SCHEMA)
 
 
