@@ -150,7 +150,7 @@ SCALAR_FIELDS: tuple[tuple[str, str], ...] = (
     ("minute_sum", "double"), ("minute_count", "int"), ("prev_minute_start", "bigint"),
     ("prev_minute_mean", "double"), ("trend_run", "int"), ("late_readings", "bigint"),
 )
-HISTORY_FIELDS: tuple[tuple[str, str], ...] = (
+HISTORY_FIELDS: tuple[tuple[str, str], ...] = (  # one packed bytes value: pack_history
     ("t_ms", "bigint"), ("temperature", "double"), ("humidity", "double"),
     ("pressure", "double"),
 )
@@ -333,11 +333,9 @@ class SensorAlertState:
             stats[m] = None
             if hi - lo < self.cfg.trailing.min_readings:
                 continue
-            arr = np.asarray(self._v[m][lo:hi], dtype=float)
-            arr = arr[~np.isnan(arr)]
-            if len(arr) < self.cfg.trailing.min_readings:
+            mean, std, n = _mean_std(self._v[m][lo:hi])
+            if n < self.cfg.trailing.min_readings:
                 continue
-            mean, std = float(arr.mean()), float(arr.std(ddof=1))
             if std > 0:
                 stats[m] = (mean, std)
         out: list[Alert] = []
@@ -403,20 +401,23 @@ class SensorAlertState:
 
     # --- state store round trip ---------------------------------------------------------
 
-    def to_state(self) -> tuple[tuple, list[tuple]]:
-        """(scalars row per SCALAR_FIELDS, history rows per HISTORY_FIELDS)."""
+    def to_state(self) -> tuple[tuple, bytes]:
+        """(scalars row per SCALAR_FIELDS, the history packed by `pack_history`)."""
         self._prune()
         scalars = (self.last_t_ms, self.location, self.offline, self.consecutive,
                    ",".join(sorted(self.episodes)), self.minute_start, self.minute_sum,
                    self.minute_count, self.prev_minute_start, self.prev_minute_mean,
                    self.trend_run, self.late_readings)
-        history = [(t, *(_none_if_nan(self._v[m][i]) for m in METRICS))
-                   for i, t in enumerate(self._t)]
-        return scalars, history
+        return scalars, pack_history(self._t, [self._v[m] for m in METRICS])
+
+    def history_rows(self) -> list[tuple]:
+        """The history as rows per HISTORY_FIELDS (None for a missing value)."""
+        return [(t, *(_none_if_nan(self._v[m][i]) for m in METRICS))
+                for i, t in enumerate(self._t)]
 
     @classmethod
     def from_state(cls, sensor_id: str, cfg: AlertsConfig, scalars: Sequence[Any] | None,
-                   history: Iterable[Sequence[Any]]) -> SensorAlertState:
+                   history: bytes | None) -> SensorAlertState:
         st = cls(sensor_id, cfg)
         if scalars is not None:
             (last, loc, offline, consec, episodes, mstart, msum, mcount, pstart, pmean, run,
@@ -433,12 +434,45 @@ class SensorAlertState:
             st.prev_minute_mean = None if pmean is None or _isnan(pmean) else float(pmean)
             st.trend_run = int(run or 0)
             st.late_readings = int(late or 0)
-        rows = sorted(history, key=lambda h: int(h[0]))
-        for t, *vals in rows:
-            st._t.append(int(t))
-            for m, v in zip(METRICS, vals, strict=True):
-                st._v[m].append(math.nan if v is None or _isnan(v) else float(v))
+        if history:
+            st._t, values = unpack_history(history)
+            st._v = dict(zip(METRICS, values, strict=True))
         return st
+
+
+# History in the state store: one little-endian float64 matrix, a row per reading of
+# (t_ms, temperature, humidity, pressure), NaN for a missing value. Epoch milliseconds are
+# exact in a float64 (< 2**53). One bytes value per sensor costs one (de)serialization, where
+# a row per reading cost one per reading: the rule windows hold up to trailing.window_s of
+# readings (180 at one reading per 10 s).
+_HISTORY_DTYPE = np.dtype("<f8")
+_HISTORY_WIDTH = 1 + len(METRICS)
+
+
+def pack_history(times: Sequence[int], values: Sequence[Sequence[float]]) -> bytes:
+    if not times:
+        return b""
+    return np.column_stack([times, *values]).astype(_HISTORY_DTYPE).tobytes()
+
+
+def unpack_history(blob: bytes) -> tuple[list[int], list[list[float]]]:
+    matrix = np.frombuffer(blob, dtype=_HISTORY_DTYPE).reshape(-1, _HISTORY_WIDTH)
+    times = matrix[:, 0].astype(np.int64).tolist()
+    return times, [matrix[:, 1 + i].tolist() for i in range(len(METRICS))]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    """Mean and sample standard deviation of the values that are not NaN, and their count.
+
+    Plain Python: on the few hundred values of a rule window numpy's per-call overhead costs
+    more than the arithmetic (this runs for every reading and metric).
+    """
+    xs = [x for x in values if x == x]  # x != x only for NaN
+    n = len(xs)
+    if n < 2:
+        return math.nan, math.nan, n
+    mean = sum(xs) / n
+    return mean, math.sqrt(sum([(x - mean) * (x - mean) for x in xs]) / (n - 1)), n
 
 
 def _isnan(v: Any) -> bool:

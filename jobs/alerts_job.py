@@ -83,6 +83,53 @@ def ensure_alerts_table(spark: SparkSession, cfg: Config) -> str:
     return path
 
 
+# The alerts query's state layout (gold/alerts.py), recorded beside its checkpoint: Spark
+# cannot tell that a checkpoint was made with another alerts.key_buckets (same key schema,
+# other sensors per key) and would go on with every sensor's state out of reach.
+STATE_LAYOUT = "sensor-buckets-v1"
+LAYOUT_FILE = "lakehouse-state-layout.json"
+
+
+def state_layout(cfg: Config) -> dict[str, Any]:
+    return {"layout": STATE_LAYOUT, "key_buckets": cfg.alerts.key_buckets}
+
+
+def layout_problem(cfg: Config) -> str | None:
+    """Why the alerts checkpoint's state does not fit this config, or None (fresh, or fits)."""
+    ckpt = cfg.paths.checkpoint(QUERY_NAME)
+    offsets = ckpt / "offsets"
+    if not offsets.is_dir() or not any(offsets.iterdir()):
+        return None
+    marker = ckpt / LAYOUT_FILE
+    if not marker.is_file():
+        return ("its state was written before the state layout was recorded (one state key "
+                "per sensor, older than this version)")
+    try:
+        found = json.loads(marker.read_text())
+    except (OSError, ValueError) as exc:
+        return f"{marker} cannot be read ({exc})"
+    if found == state_layout(cfg):
+        return None
+    if found.get("layout") == STATE_LAYOUT:
+        return (f"it was made with alerts.key_buckets={found.get('key_buckets')} but the config "
+                f"says {cfg.alerts.key_buckets}: set it back "
+                f"(--set alerts.key_buckets={found.get('key_buckets')}) or start the query "
+                "afresh")
+    return f"its state layout is {found.get('layout')!r}, this version reads {STATE_LAYOUT!r}"
+
+
+def record_layout(cfg: Config) -> None:
+    """Fail on a checkpoint whose state does not fit; else record the layout beside it."""
+    if problem := layout_problem(cfg):
+        raise RuntimeError(f"alerts checkpoint {cfg.paths.checkpoint(QUERY_NAME)}: {problem}")
+    marker = cfg.paths.checkpoint(QUERY_NAME) / LAYOUT_FILE
+    if not marker.is_file():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state_layout(cfg), sort_keys=True))
+        tmp.replace(marker)
+
+
 def deliver_alerts(spark: SparkSession, cfg: Config, publisher: AlertPublisher,
                    rows: list[Row]) -> tuple[int, int]:
     """Publish the alerts not yet in gold/alerts, then MERGE all; returns (unique, new)."""
@@ -230,6 +277,7 @@ def start_alerts(spark: SparkSession, cfg: Config, *, trigger: dict[str, Any]) -
     ensure_alerts_table(spark, cfg)
     # Keyed sink (MERGE on alert_id, at-least-once Kafka): re-running batch 0 is safe.
     reset_if_first_batch_uncommitted(cfg.paths.checkpoint(QUERY_NAME))
+    record_layout(cfg)
     silver = str(cfg.paths.table(tables.SILVER_READINGS))
     readings = spark.readStream.format("delta").load(silver)
     alerts = alert_stream(readings, cfg=cfg.alerts, watermark=cfg.streaming.watermark)

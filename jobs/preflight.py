@@ -52,6 +52,8 @@ def check(cfg: Config, layers: Sequence[str]) -> Config:
     connector_jars(cfg)
     check_broker(cfg, layers)
     check_checkpoints(cfg, layers)
+    if "gold" in layers:
+        check_alerts_layout(cfg)
     if "silver" in layers:
         check_silver_restart(cfg)
     if "bronze" in layers:
@@ -244,6 +246,18 @@ def check_checkpoints(cfg: Config, layers: Sequence[str]) -> None:
             )
     if damaged:
         raise PreflightError("\n".join(damaged) + f"\nSee {RECOVERY_DOC}.")
+
+
+def check_alerts_layout(cfg: Config) -> None:
+    """Refuse an alerts checkpoint whose state another layout or key_buckets wrote."""
+    from jobs.alerts_job import QUERY_NAME, layout_problem
+
+    if problem := layout_problem(cfg):
+        raise PreflightError(
+            f"the checkpoint of query '{QUERY_NAME}' does not fit: {problem}.\n"
+            f"  checkpoint: {cfg.paths.checkpoint(QUERY_NAME).resolve()}\n"
+            f"  to start it afresh: {recovery_hint(cfg, QUERY_NAME)}; alerts already in "
+            f"gold/alerts are not published again. See {RECOVERY_DOC}.")
 
 
 def _fresh(checkpoint: Path) -> bool:

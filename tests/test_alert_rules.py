@@ -29,7 +29,7 @@ def at(seconds: float) -> datetime:
 
 def run(*batches: list[Reading], watermark_s: float | None = None) -> list[Alert]:
     """Feed batches like the streaming job does: state stored and restored between batches."""
-    scalars, history = None, []
+    scalars, history = None, None
     out: list[Alert] = []
     for batch in batches:
         st = SensorAlertState.from_state("S1", CFG, scalars, history)
@@ -247,7 +247,7 @@ def test_sensor_offline_and_recovered_by_next_reading(next_s: float, fires: bool
 
 
 def test_offline_fires_once_and_recovers_once() -> None:
-    scalars, history = None, []
+    scalars, history = None, None
     st = SensorAlertState.from_state("S1", CFG, scalars, history)
     st.process([r(0)], now=NOW)
     first = st.on_watermark(to_ms(at(600)), now=NOW)
@@ -301,7 +301,7 @@ def test_batching_does_not_change_the_alerts() -> None:
 
 
 def test_late_reading_only_raises_static_alerts_and_is_counted() -> None:
-    st = SensorAlertState.from_state("S1", CFG, None, [])
+    st = SensorAlertState.from_state("S1", CFG, None, None)
     st.process([r(0), r(100)], now=NOW)
     late = st.process([r(50, temperature=45)], now=NOW)
     assert [a.alert_type for a in late] == ["HIGH_TEMP"]       # no CONSECUTIVE/RAPID state use
@@ -309,18 +309,21 @@ def test_late_reading_only_raises_static_alerts_and_is_counted() -> None:
 
 
 def test_state_is_bounded_by_the_longest_window() -> None:
-    st = SensorAlertState.from_state("S1", CFG, None, [])
+    st = SensorAlertState.from_state("S1", CFG, None, None)
     for hour in range(6):
         st.process([r(hour * 3600 + s) for s in range(0, 3600, 5)], now=NOW)
-        _, history = st.to_state()
+        history = st.history_rows()
         span_s = (history[-1][0] - history[0][0]) / 1000
         assert span_s <= CFG.trailing.window_s and len(history) <= CFG.trailing.window_s / 5 + 1
 
 
 def test_state_round_trip_keeps_everything() -> None:
-    st = SensorAlertState.from_state("S1", CFG, None, [])
-    st.process(trailing(12) + [r(720, temperature=31), r(730, temperature=31)], now=NOW)
+    st = SensorAlertState.from_state("S1", CFG, None, None)
+    st.process(trailing(12) + [r(710, humidity=None), r(720, temperature=31),
+                               r(730, temperature=31)], now=NOW)
     scalars, history = st.to_state()
     back = SensorAlertState.from_state("S1", CFG, scalars, history)
     assert back.to_state() == (scalars, history)
+    assert back.history_rows() == st.history_rows()
+    assert back.history_rows()[-3] == (to_ms(at(710)), 20.0, None, 1013.0)
     assert back.consecutive == 2 and from_ms(back.last_t_ms or 0) == at(730)

@@ -161,3 +161,26 @@ def test_alerts_query_to_delta_and_kafka_idempotent(spark, cfg: Config) -> None:
     assert table_alerts(spark, cfg) - before == {("S_GONE", "SENSOR_OFFLINE", None, at(41)),
                                                  ("S_LIVE", "SENSOR_OFFLINE", None, at(41))}
     assert len(kafka_alerts(cfg)) == len(expected) + 3
+
+
+def test_sensors_sharing_a_state_key_keep_their_own_rules(spark, cfg: Config) -> None:
+    """alerts.key_buckets=1: every sensor under one state key and one timer. A sensor that
+    goes quiet while another of its key reports goes offline on the key's timer, and its
+    state is evicted state_ttl_s after its last reading (so no RECOVERED when it returns)."""
+    one = cfg.with_overrides({"alerts.key_buckets": 1, "alerts.state_ttl_s": 1800})
+    append_silver(spark, one, [silver_row(s, at(m), 20.0) for s in ("A", "B", "C")
+                               for m in range(6)])
+    run_once(spark, one)
+    assert table_alerts(spark, one) == set()
+
+    # A reports until 14:60, C until 14:25, B not at all. Watermark 14:50: B (last 14:05) is
+    # offline at 14:15 and evicted at 14:35; C is offline at 14:35, its eviction is 14:55.
+    append_silver(spark, one, [silver_row("A", at(m), 20.0) for m in range(6, 61)]
+                  + [silver_row("C", at(m), 20.0) for m in range(6, 26)])
+    run_once(spark, one)
+    offline = {("B", "SENSOR_OFFLINE", None, at(15)), ("C", "SENSOR_OFFLINE", None, at(35))}
+    assert table_alerts(spark, one) == offline
+
+    append_silver(spark, one, [silver_row(s, at(62), 20.0) for s in ("A", "B", "C")])
+    run_once(spark, one)
+    assert table_alerts(spark, one) - offline == {("C", "SENSOR_RECOVERED", None, at(62))}

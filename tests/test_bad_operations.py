@@ -268,3 +268,28 @@ def test_damage_only_spark_sees_ends_in_a_short_message(lake: Config, spark,  # 
     assert message.startswith("query silver failed: ")
     assert f"checkpoint: {ckpt}" in message and "Checkpoint recovery" in message
     assert len(message.splitlines()) == 3 and "\tat " not in message, message
+
+
+# --- the alerts query's state layout -------------------------------------------------------------
+
+
+def test_alerts_checkpoint_of_another_state_layout_is_refused(lake: Config, spark,  # noqa: ANN001
+                                                               tmp_path: Path) -> None:
+    from jobs.alerts_job import LAYOUT_FILE, start_alerts
+
+    copy = _copy_lake(lake, tmp_path).with_overrides(
+        {"kafka.topic_alerts": f"bad-ops-alerts-{uuid.uuid4().hex[:8]}"})
+    create_topics(copy, {copy.kafka.topic_alerts: 1})
+    start_alerts(spark, copy, trigger={"availableNow": True}).awaitTermination()
+    ckpt = copy.paths.checkpoint("alerts")
+    assert preflight._batches(ckpt / "offsets") and (ckpt / LAYOUT_FILE).is_file()
+    assert preflight.check_alerts_layout(copy) is None  # the same config fits
+
+    other_buckets = lakehouse(copy, "--set", "alerts.key_buckets=8", "run", "--once",
+                              "--layers", "gold", timeout=60)
+    assert_refused(other_buckets, "checkpoint of query 'alerts' does not fit",
+                   "made with alerts.key_buckets=64 but the config says 8",
+                   "--set alerts.key_buckets=64", f"mv {ckpt} {ckpt}.broken")
+    (ckpt / LAYOUT_FILE).unlink()  # as a checkpoint of the per-sensor layout has it
+    assert_refused(lakehouse(copy, "run", "--once", "--layers", "gold", timeout=60),
+                   "one state key per sensor", f"mv {ckpt} {ckpt}.broken")
