@@ -62,7 +62,7 @@ class BenchOptions:
     keep_data: bool = False
 
 
-QUICK = BenchOptions(messages=100_000, rates=(1_000.0,), rate_duration_s=60.0)
+QUICK = BenchOptions(messages=50_000, rates=(1_000.0,), rate_duration_s=30.0)
 
 
 # -- process cost from /proc -------------------------------------------------------------------
