@@ -152,10 +152,14 @@ def deliver_alerts(spark: SparkSession, cfg: Config, publisher: AlertPublisher,
 def write_alerts_batch(batch: DataFrame, batch_id: int, *, cfg: Config,
                        publisher: AlertPublisher) -> None:
     """foreachBatch sink: publish the batch's new alerts, then MERGE them (idempotent)."""
+    t0 = time.monotonic()
     rows = batch.collect()  # one execution of the stateful plan; alerts are few
     if rows:
+        t_rules = time.monotonic()
         unique, new = deliver_alerts(batch.sparkSession, cfg, publisher, rows)
-        logger.info("alerts batch %d: %d alerts, %d new (published)", batch_id, unique, new)
+        logger.info("alerts batch %d: %d alerts, %d new (published) (rules %.1f s, "
+                    "publish and merge %.1f s)", batch_id, unique, new, t_rules - t0,
+                    time.monotonic() - t_rules)
 
 
 def silent_fleet_offline(spark: SparkSession, cfg: Config, *, anchor_ms: int,

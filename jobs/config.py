@@ -114,7 +114,7 @@ class StreamingConfig:
     max_restarts: int = 5                 # failed query restarts before the runner gives up
     restart_backoff_s: float = 2.0        # first back-off, doubled each restart (max 60 s)
     healthy_reset_s: float = 300.0        # this long without a failure resets the restart count
-    deferred_start_s: float = 90.0        # gold aggregates start at most this long after the rest
+    deferred_start_s: float = 300.0       # gold aggregates start at most this long after the rest
     metrics_flush_s: float = 5.0          # gold/pipeline_metrics: one append per flush
 
 

@@ -39,7 +39,7 @@ start_bg() {  # start_bg NAME CMD...: detached (own session), output to $LOGS/NA
 }
 
 start_bg pipeline "$LH" run
-start_bg generator "$LH" generate --sensors "${GEN_SENSORS:-100}" \
+start_bg generator "$LH" generate --producer confluent --sensors "${GEN_SENSORS:-100}" \
   --interval "${GEN_INTERVAL:-30}" --speedup "${GEN_SPEEDUP:-60}" \
   --duration "${GEN_DURATION:-86400}" \
   --events "${GEN_EVENTS:-all=0.0005}" \
