@@ -62,7 +62,7 @@ class BenchOptions:
     keep_data: bool = False
 
 
-QUICK = BenchOptions(messages=50_000, rates=(1_000.0,), rate_duration_s=30.0)
+QUICK = BenchOptions(messages=30_000, rates=(1_000.0,), rate_duration_s=20.0)
 
 
 # -- process cost from /proc -------------------------------------------------------------------

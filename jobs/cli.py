@@ -221,12 +221,12 @@ def bench_state_cmd(cfg: Config, sensors: int, hours: float, chunk_min: float,
 
 
 @cli.command("bench")
-@click.option("--quick", is_flag=True, help="Smoke check: 50k backlog, 1k/s for 30 s (<5 min).")
+@click.option("--quick", is_flag=True, help="Smoke check: 30k backlog, 1k/s for 20 s (<5 min).")
 @click.option("--messages", type=int, default=None, help="Backlog size (default 1,000,000).")
 @click.option("--sensors", type=int, default=None, help="Fleet size (default 10,000).")
 @click.option("--rates", default=None, help="Steady rates, e.g. 1000,5000,20000.")
 @click.option("--duration", "rate_duration_s", type=float, default=None,
-              help="Seconds of producing at each rate (default 120; --quick 30).")
+              help="Seconds of producing at each rate (default 120; --quick 20).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Bench folder (default <data_dir>/bench/run-<UTC time>).")
 @click.option("--keep-data", is_flag=True, default=None,
