@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from jobs import jvm_archive
 from jobs.config import REPO_ROOT, Config
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ def spark_conf(cfg: Config) -> dict[str, str]:
     # Local jar paths (spark.jars), never spark.jars.packages: no Ivy download at run time.
     jars = ",".join(str(j) for j in connector_jars(cfg))
     java_opts = f"-Dlog4j2.configurationFile={SPARK_LOG4J.as_uri()}"
+    # Local mode: the driver JVM is the executor too, so only it takes the class archive.
+    driver_opts = " ".join([java_opts, *jvm_archive.java_options(cfg)])
     conf = {
         "spark.jars": jars,
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -48,7 +52,7 @@ def spark_conf(cfg: Config) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         "spark.default.parallelism": str(max(2, cfg.spark.shuffle_partitions)),
         "spark.driver.memory": cfg.spark.driver_memory,
-        "spark.driver.extraJavaOptions": java_opts,
+        "spark.driver.extraJavaOptions": driver_opts,
         "spark.executor.extraJavaOptions": java_opts,
         "spark.ui.enabled": str(cfg.spark.ui_enabled).lower(),
         "spark.ui.showConsoleProgress": "false",
@@ -72,9 +76,11 @@ def spark_conf(cfg: Config) -> dict[str, str]:
     return conf
 
 
-def build_spark(cfg: Config) -> SparkSession:
+def build_spark(cfg: Config, *, extra_java_options: Sequence[str] = ()) -> SparkSession:
     """Create (or return the running) SparkSession configured for this pipeline."""
     conf = spark_conf(cfg)
+    if extra_java_options:
+        conf["spark.driver.extraJavaOptions"] += " " + " ".join(extra_java_options)
     # PySpark starts its JVM with this Python's workers; pin them to the same interpreter.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.master(cfg.spark.master).appName(cfg.spark.app_name)
