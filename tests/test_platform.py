@@ -181,3 +181,17 @@ def test_delta_time_travel_and_duckdb_scan(spark, table_dir: Path) -> None:
         (1, "a"), (2, "b"), (3, "c")]
     assert con.execute(
         f"SELECT id FROM delta_scan('{path}', version => 0) ORDER BY id").fetchall() == [(1,), (2,)]
+
+
+def test_spark_jvm_maps_the_class_archive_setup_built(base_cfg: Config, spark) -> None:  # noqa: ANN001
+    """scripts/setup.sh builds the driver JVM's class archive; the session's JVM maps it."""
+    from jobs.jvm_archive import archive_path
+
+    archive = archive_path(base_cfg)
+    assert archive.is_file(), f"no class archive at {archive}: see .deps/cds/build.log"
+    jvm = spark.sparkContext._jvm  # noqa: SLF001
+    diagnostics = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
+        jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean"))
+    assert diagnostics.getVMOption("SharedArchiveFile").getValue() == str(archive.resolve())
+    # UseSharedSpaces turns false when the JVM could not map an archive.
+    assert diagnostics.getVMOption("UseSharedSpaces").getValue() == "true"
