@@ -150,7 +150,7 @@ SCALAR_FIELDS: tuple[tuple[str, str], ...] = (
     ("minute_sum", "double"), ("minute_count", "int"), ("prev_minute_start", "bigint"),
     ("prev_minute_mean", "double"), ("trend_run", "int"), ("late_readings", "bigint"),
 )
-HISTORY_FIELDS: tuple[tuple[str, str], ...] = (  # one packed bytes value: pack_history
+HISTORY_FIELDS: tuple[tuple[str, str], ...] = (  # the columns pack_history packs
     ("t_ms", "bigint"), ("temperature", "double"), ("humidity", "double"),
     ("pressure", "double"),
 )
@@ -446,7 +446,7 @@ class SensorAlertState:
 # a row per reading cost one per reading: the rule windows hold up to trailing.window_s of
 # readings (180 at one reading per 10 s).
 _HISTORY_DTYPE = np.dtype("<f8")
-_HISTORY_WIDTH = 1 + len(METRICS)
+_HISTORY_WIDTH = len(HISTORY_FIELDS)  # t_ms, then one column per metric
 
 
 def pack_history(times: Sequence[int], values: Sequence[Sequence[float]]) -> bytes:
