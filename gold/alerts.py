@@ -18,7 +18,7 @@ deletes an abandoned sensor's state). Whenever the bucket runs, with data or on 
 every sensor whose instant the watermark has reached is handled. Spark 4.2 refuses state TTL
 in event-time mode (STATEFUL_PROCESSOR_INCORRECT_TIME_MODE_TO_ASSIGN_TTL), hence the eviction
 instant. A fleet gone silent advances no watermark, so no timer fires: see
-`jobs.alerts_job.silent_fleet_sweep` for the processing-time fallback.
+`jobs.alerts_job.SilentFleetWatchdog` for the processing-time fallback.
 
 No reading, writing or starting of queries here.
 """

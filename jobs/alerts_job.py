@@ -25,8 +25,8 @@ from gold.alerts import alert_stream
 from gold.schema import ALERT_SCHEMA
 from jobs import tables
 from jobs.config import Config, KafkaConfig
-from jobs.streaming import ensure_table, reset_if_first_batch_uncommitted
-from silver.schema import SILVER_SCHEMA
+from jobs.silver_job import ensure_readings_table
+from jobs.streaming import reset_if_first_batch_uncommitted
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ def start_alerts(spark: SparkSession, cfg: Config, *, trigger: dict[str, Any]) -
     record_layout(cfg)
     silver = str(cfg.paths.table(tables.SILVER_READINGS))
     # A continuous run starts this query before silver's (jobs.runner.COLD_START_RANK).
-    ensure_table(spark, cfg.paths.table(tables.SILVER_READINGS), SILVER_SCHEMA, ("event_date",))
+    ensure_readings_table(spark, cfg)
     readings = spark.readStream.format("delta").load(silver)
     alerts = alert_stream(readings, cfg=cfg.alerts, watermark=cfg.streaming.watermark)
     publisher = AlertPublisher(cfg.kafka)

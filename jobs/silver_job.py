@@ -94,8 +94,13 @@ def _merge_new(spark: SparkSession, cfg: Config, readings: DataFrame, dates: lis
     return int(row["num_inserted_rows"]) if row is not None else 0
 
 
-def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
+def ensure_readings_table(spark: SparkSession, cfg: Config) -> None:
+    """silver/sensor_readings, partitioned by event_date (also made by the alerts query)."""
     ensure_table(spark, cfg.paths.table(SILVER_READINGS), SILVER_SCHEMA, ("event_date",))
+
+
+def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
+    ensure_readings_table(spark, cfg)
     ensure_table(spark, cfg.paths.table(QUARANTINE), QUARANTINE_SCHEMA)
     sync_registry(spark, cfg)
     # Silver may start before bronze has committed anything.
