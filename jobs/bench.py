@@ -29,6 +29,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +61,11 @@ class BenchOptions:
     producer_workers: int = 1
     seed: int = 7
     keep_data: bool = False
+    throughput: bool = True               # backlog, ceiling and per-layer throughput
+    sustain_from: float | None = None     # first rate of the sustainable-rate search (None: off)
+    sustain_steps: int = 4
+    sustain_warmup_s: float = 120.0
+    sustain_window_s: float = 300.0
 
 
 QUICK = BenchOptions(messages=30_000, rates=(1_000.0,), rate_duration_s=20.0)
@@ -145,8 +151,10 @@ class Sampler:
 
     def __init__(self, pids: dict[str, int], files_root: Path, spark: Any = None,
                  bootstrap: str | None = None, topic: str | None = None,
-                 interval_s: float = 1.0) -> None:
+                 interval_s: float = 1.0, chain: Sequence[str] = ()) -> None:
         self.pids = pids
+        self.chain = tuple(chain)  # queries reading the readings: pipeline lag is the slowest
+        self.started_at = time.monotonic()
         self.files_root = files_root
         self.spark = spark
         self.bootstrap = bootstrap
@@ -161,7 +169,7 @@ class Sampler:
         self.cost = Cost()
 
     def __enter__(self) -> Sampler:
-        self._t0 = time.monotonic()
+        self._t0 = self.started_at = time.monotonic()
         self._cpu0 = {k: _cpu_s(p) for k, p in self.pids.items()}
         self._busy0 = _machine_busy()
         self._files0 = count_files(self.files_root)
@@ -241,6 +249,13 @@ class Sampler:
             out["kafka_end"] = end
             if "bronze_offset" in out:
                 out["lag"] = end - out["bronze_offset"]
+            if self.chain:  # a query not started yet has read nothing
+                read = {q: 0 for q in self.chain}
+                for b in self.batches.values():
+                    if b["name"] in read:
+                        read[b["name"]] += b["rows"]
+                slowest = min(read, key=read.__getitem__)
+                out["pipeline_lag"], out["slowest"] = end - read[slowest], slowest
         return out
 
     def _kafka(self) -> Any:
@@ -412,18 +427,40 @@ def probed(messages: Iterator[Message], every: int) -> Iterator[Message]:
         yield msg
 
 
-def latency_run(spark: Any, cfg: Config, opts: BenchOptions, rate: float,
-                pids: dict[str, int] | None = None) -> dict[str, Any]:
-    """Run the pipeline continuously on fresh tables while producing ``rate`` readings/s."""
+# The queries whose input rows are readings, by layer: the pipeline lag is the produced count
+# minus the rows the slowest of them has read (the gold dependents read alerts, not readings).
+READINGS_QUERIES = {
+    "bronze": ("bronze",),
+    "silver": ("silver",),
+    "gold": ("alerts", "gold_sensor_stats_5m", "gold_sensor_stats_10m", "gold_location_stats_5m"),
+}
+
+
+@dataclass
+class LiveRun:
+    """A continuous pipeline on fresh tables and its own input topic, as `live_pipeline` gives."""
+
+    cfg: Config
+    lake: Path
+    sampler: Sampler
+    failure: list[BaseException]
+
+
+@contextmanager
+def live_pipeline(spark: Any, cfg: Config, opts: BenchOptions, tag: str,
+                  pids: dict[str, int] | None = None) -> Iterator[LiveRun]:
+    """``run_continuous`` in a thread on lake-<tag> and topic <in>-<tag>, sampled; stopped on exit.
+
+    Raises after the stop if the pipeline failed meanwhile.
+    """
     from jobs.runner import run_continuous
     from jobs.topics import create_topics
 
-    lake = cfg.paths.data_dir / f"lake-latency-{int(rate)}"
+    lake = cfg.paths.data_dir / f"lake-{tag}"
     # its own input topic: a fresh bronze checkpoint reads from the earliest offset
-    topic = f"{cfg.kafka.topic_in}-live-{int(rate)}"
+    topic = f"{cfg.kafka.topic_in}-{tag}"
     run_cfg = cfg.with_overrides({"paths.lakehouse_root": str(lake), "kafka.topic_in": topic})
     create_topics(run_cfg, {topic: cfg.kafka.partitions_in})
-    end0 = _end_offset(run_cfg)
     stop = threading.Event()
     failure: list[BaseException] = []
 
@@ -434,22 +471,41 @@ def latency_run(spark: Any, cfg: Config, opts: BenchOptions, rate: float,
             failure.append(exc)
 
     runner = threading.Thread(target=pipeline, name="bench-pipeline", daemon=True)
-    sampler = Sampler(pids or _pids(spark, cfg), lake, spark, cfg.kafka.bootstrap, topic)
-    t_start = time.time()
+    chain = tuple(q for layer in opts.latency_layers for q in READINGS_QUERIES.get(layer, ()))
+    sampler = Sampler(pids or _pids(spark, cfg), lake, spark, cfg.kafka.bootstrap, topic,
+                      chain=chain)
     with sampler:
         runner.start()
-        _wait_active(spark, len(opts.latency_layers), 90.0)
-        spec = fleet_spec(opts, interval_s=opts.sensors / rate,
-                          start=datetime.fromtimestamp(time.time(), UTC))
-        sink = SinkSpec(kind="kafka", producer="confluent", bootstrap=cfg.kafka.bootstrap,
-                        topic=topic).open()
-        produced = drive(probed(generate_messages(spec), opts.probe_every), sink,
-                         Pacing(rate=rate, wall_duration_s=opts.rate_duration_s),
-                         label=f"bench {rate:g}/s")
+        try:
+            _wait_active(spark, len(opts.latency_layers), 90.0)
+            yield LiveRun(run_cfg, lake, sampler, failure)
+        finally:
+            stop.set()
+            runner.join(120.0)
+    if failure:
+        raise RuntimeError(f"pipeline failed during the {tag} run: {failure[0]}")
+
+
+def produce_at(cfg: Config, opts: BenchOptions, rate: float, seconds: float) -> Any:
+    """The fleet's readings (with hot probes) to the run's topic at ``rate``/s for ``seconds``."""
+    spec = fleet_spec(opts, interval_s=opts.sensors / rate,
+                      start=datetime.fromtimestamp(time.time(), UTC))
+    sink = SinkSpec(kind="kafka", producer="confluent", bootstrap=cfg.kafka.bootstrap,
+                    topic=cfg.kafka.topic_in).open()
+    return drive(probed(generate_messages(spec), opts.probe_every), sink,
+                 Pacing(rate=rate, wall_duration_s=seconds), label=f"bench {rate:g}/s")
+
+
+def latency_run(spark: Any, cfg: Config, opts: BenchOptions, rate: float,
+                pids: dict[str, int] | None = None) -> dict[str, Any]:
+    """Run the pipeline continuously on fresh tables while producing ``rate`` readings/s."""
+    t_start = time.time()
+    with live_pipeline(spark, cfg, opts, f"latency-{int(rate)}", pids) as run:
+        run_cfg, sampler, failure = run.cfg, run.sampler, run.failure
+        produced = produce_at(run_cfg, opts, rate, opts.rate_duration_s)
         drain_until = time.monotonic() + 60.0
-        target = end0 + produced.sent
         while time.monotonic() < drain_until and not failure:
-            if sampler.samples and sampler.samples[-1].get("bronze_offset", 0) >= target:
+            if sampler.samples and sampler.samples[-1].get("bronze_offset", 0) >= produced.sent:
                 break
             time.sleep(1.0)
         if "silver" in opts.latency_layers:  # every reading of the run in silver, or 120 s
@@ -462,10 +518,6 @@ def latency_run(spark: Any, cfg: Config, opts: BenchOptions, rate: float,
         if "gold" in opts.latency_layers:  # an alert for every probe in silver, or 180 s
             _wait_for_probe_alerts(spark, run_cfg, t_start, 180.0, failure)
         time.sleep(2 * _trigger_s(cfg) + 2)  # let gold and the alerts take the last batch
-        stop.set()
-        runner.join(120.0)
-    if failure:
-        raise RuntimeError(f"pipeline failed during the {rate:g}/s run: {failure[0]}")
     result = {
         "rate": rate, "produced": produced.sent, "produce_seconds": produced.seconds,
         "achieved_rate": produced.rate,
@@ -478,6 +530,113 @@ def latency_run(spark: Any, cfg: Config, opts: BenchOptions, rate: float,
     result["max_lag"] = max(lags) if lags else None
     result["final_lag"] = lags[-1] if lags else None
     return result
+
+
+# -- 4. sustainable rate -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LagVerdict:
+    """Whether the pipeline lag stayed bounded over a window, and the figures that decided it."""
+
+    bounded: bool
+    thirds: tuple[float, float, float]  # mean lag (messages) over each third of the window
+    allowance: float                    # how far the last third may rise above the first
+    slope_per_s: float                  # least-squares trend of the lag over the window
+    samples: int
+
+
+def lag_verdict(points: Sequence[tuple[float, float]], rate: float, start_s: float,
+                window_s: float, *, growth: float = 1.25, slack_s: float = 10.0) -> LagVerdict:
+    """Bounded = the last third's mean lag is at most ``growth`` x the first third's plus
+    ``slack_s`` seconds of input.
+
+    Micro-batches make the lag a saw-tooth (it climbs while a batch runs, drops when it
+    commits), so single samples and a straight-line fit swing with the batch phase; the mean of
+    a third of the window spans several batches. A pipeline that keeps up holds those means
+    level; one that falls behind adds (rate - throughput) x window/3 between the thirds.
+    """
+    inside = [(t, lag) for t, lag in points if start_s <= t <= start_s + window_s]
+    third = window_s / 3
+    parts = [[lag for t, lag in inside if start_s + i * third <= t < start_s + (i + 1) * third
+              or (i == 2 and t == start_s + window_s)] for i in range(3)]
+    if any(not part for part in parts):
+        raise ValueError(f"lag samples do not cover the {window_s:.0f} s window from "
+                         f"{start_s:.0f} s ({len(inside)} samples)")
+    means = tuple(sum(part) / len(part) for part in parts)
+    n = len(inside)
+    mt = sum(t for t, _ in inside) / n
+    ml = sum(lag for _, lag in inside) / n
+    var = sum((t - mt) ** 2 for t, _ in inside)
+    slope = sum((t - mt) * (lag - ml) for t, lag in inside) / var if var else 0.0
+    allowance = (growth - 1) * means[0] + slack_s * rate
+    return LagVerdict(bounded=means[2] <= means[0] + allowance,
+                      thirds=(means[0], means[1], means[2]), allowance=allowance,
+                      slope_per_s=slope, samples=n)
+
+
+def sustain_trial(spark: Any, cfg: Config, opts: BenchOptions, rate: float,
+                  pids: dict[str, int] | None = None) -> dict[str, Any]:
+    """Produce ``rate``/s for warm-up + window seconds; judge the pipeline lag over the window."""
+    with live_pipeline(spark, cfg, opts, f"sustain-{int(rate)}", pids) as run:
+        produce_t0 = time.monotonic() - run.sampler.started_at
+        produced = produce_at(run.cfg, opts, rate, opts.sustain_warmup_s + opts.sustain_window_s)
+    points = [(s["t"] - produce_t0, s["pipeline_lag"]) for s in run.sampler.samples
+              if "pipeline_lag" in s]
+    verdict = lag_verdict(points, produced.rate, opts.sustain_warmup_s, opts.sustain_window_s)
+    logger.info("sustain %g/s (achieved %.0f/s): lag thirds %s, %s", rate, produced.rate,
+                [round(m) for m in verdict.thirds], "bounded" if verdict.bounded else "growing")
+    return {"rate": rate, "achieved_rate": produced.rate, "produced": produced.sent,
+            **asdict(verdict), "max_pipeline_lag": max((lag for _, lag in points), default=None),
+            "lag": points, "batches": batch_stats(list(run.sampler.batches.values())),
+            "cost": asdict(run.sampler.cost)}
+
+
+def next_rate(tried: dict[float, bool], *, precision: float = 1.2) -> float | None:
+    """The next rate to try, or None when the search is done.
+
+    Doubles while every rate held, halves while none did, then bisects (geometric mean)
+    between the highest that held and the lowest that did not, until they are within
+    ``precision`` of each other.
+    """
+    held = [r for r, ok in tried.items() if ok]
+    failed = [r for r, ok in tried.items() if not ok]
+    if not failed:
+        return 2 * max(held)
+    if not held:
+        return min(failed) / 2
+    lo = max(held)
+    hi = min(r for r in failed if r > lo) if any(r > lo for r in failed) else None
+    if hi is None:
+        return 2 * lo
+    if hi / lo <= precision:
+        return None
+    return float(round((lo * hi) ** 0.5, -1) or (lo * hi) ** 0.5)
+
+
+def find_sustainable(spark: Any, cfg: Config, opts: BenchOptions,
+                     pids: dict[str, int] | None = None) -> dict[str, Any]:
+    """Trials from ``opts.sustain_from`` (see `next_rate`), at most ``opts.sustain_steps``."""
+    trials: list[dict[str, Any]] = []
+    tried: dict[float, bool] = {}
+    rate: float | None = opts.sustain_from
+    while rate is not None and len(trials) < opts.sustain_steps:
+        try:
+            trial = sustain_trial(spark, cfg, opts, rate, pids)
+        except Exception as exc:  # keep what was measured; say what failed
+            logger.exception("sustain trial at %g/s failed", rate)
+            trials.append({"rate": rate, "error": str(exc)})
+            break
+        trials.append(trial)
+        tried[rate] = trial["bounded"]
+        rate = next_rate(tried)
+    held = [r for r, ok in tried.items() if ok]
+    failed = [r for r, ok in tried.items() if not ok]
+    return {"window_s": opts.sustain_window_s, "warmup_s": opts.sustain_warmup_s,
+            "sustainable": max(held) if held else None,
+            "not_sustainable": min((r for r in failed if not held or r > max(held)),
+                                   default=None),
+            "trials": trials}
 
 
 def _wait_for_probe_alerts(spark: Any, cfg: Config, since_epoch_s: float, timeout_s: float,
@@ -518,16 +677,6 @@ def _wait_active(spark: Any, at_least: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and len(spark.streams.active) < at_least:
         time.sleep(0.5)
-
-
-def _end_offset(cfg: Config) -> int:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap)
-    try:
-        return topic_end_offset(consumer, cfg.kafka.topic_in)
-    finally:
-        consumer.close()
 
 
 PERCENTILES = (0.5, 0.95, 0.99)
@@ -627,15 +776,19 @@ def run_bench(base: Config, opts: BenchOptions, root: Path) -> dict[str, Any]:
     broker.start(cfg)
     try:
         create_topics(cfg)
-        results["backlog"] = produce_backlog(cfg, opts)
-        results["consumer_perf"] = consumer_perf(cfg, opts.messages)
+        if opts.throughput:
+            results["backlog"] = produce_backlog(cfg, opts)
+            results["consumer_perf"] = consumer_perf(cfg, opts.messages)
+        else:  # the live runs still need the fleet's registry
+            write_registry_csv(fleet_spec(opts).sensors, registry_csv(cfg))
         t0 = time.monotonic()
         spark = build_spark(cfg)
         results["spark_start_s"] = time.monotonic() - t0
         pids = _pids(spark, cfg)
-        results["spark_noop"] = spark_noop_read(spark, cfg)
-        results["layers"] = layer_throughput(spark, cfg, opts.messages, pids=pids)
-        results["chains"] = chain_rates(results["layers"], opts.messages)
+        if opts.throughput:
+            results["spark_noop"] = spark_noop_read(spark, cfg)
+            results["layers"] = layer_throughput(spark, cfg, opts.messages, pids=pids)
+            results["chains"] = chain_rates(results["layers"], opts.messages)
         results["latency"] = []
         for rate in opts.rates:
             try:
@@ -643,6 +796,8 @@ def run_bench(base: Config, opts: BenchOptions, root: Path) -> dict[str, Any]:
             except Exception as exc:  # keep what was measured; say what failed
                 logger.exception("latency run at %g/s failed", rate)
                 results["latency"].append({"rate": rate, "error": str(exc)})
+        if opts.sustain_from:
+            results["sustain"] = find_sustainable(spark, cfg, opts, pids)
         results["peak"] = {k: _status_kb(p, "VmHWM") / 1024 for k, p in pids.items()}
         results["finished"] = datetime.now(UTC).isoformat()
     finally:
@@ -675,6 +830,26 @@ def _f(x: Any, digits: int = 0) -> str:
 
 def summary_lines(r: dict[str, Any]) -> list[str]:
     """The headline figures, one per line (printed by the CLI and at the top of the report)."""
+    lines = throughput_lines(r) if "layers" in r else []
+    for lat in r["latency"]:
+        if "error" in lat:
+            lines.append(f"latency at {lat['rate']:,.0f}/s: FAILED ({lat['error']})")
+            continue
+        s, a = lat["silver"], lat["alert"]
+        lines.append(
+            f"latency at {lat['rate']:,.0f}/s (achieved {lat['achieved_rate']:,.0f}/s): "
+            f"produce->silver p50 {_f(s['p50'], 2)} s p95 {_f(s['p95'], 2)} s "
+            f"p99 {_f(s['p99'], 2)} s (n {s['n']:,}); produce->alert p50 {_f(a['p50'], 2)} s "
+            f"p95 {_f(a['p95'], 2)} s p99 {_f(a['p99'], 2)} s (n {a['n']:,} of {a['probes']:,} "
+            f"probes); max lag {_f(lat['max_lag'])}, final lag {_f(lat['final_lag'])}")
+    if "sustain" in r:
+        lines.append(sustain_line(r["sustain"]))
+    peak = r.get("peak", {})
+    lines.append("peak RSS (VmHWM): " + ", ".join(f"{k} {v:,.0f} MB" for k, v in peak.items()))
+    return lines
+
+
+def throughput_lines(r: dict[str, Any]) -> list[str]:
     cp = r["consumer_perf"].get("nMsg.sec", 0.0)
     noop = r["spark_noop"]["rows_per_s"]
     n = r["options"]["messages"]
@@ -691,20 +866,20 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
     for chain, rate in r["chains"].items():
         lines.append(f"throughput {chain}: {rate:,.0f} events/s = {rate / noop:.2f} x Spark no-op,"
                      f" {rate / cp:.2f} x Kafka consumer" if cp and noop else chain)
-    for lat in r["latency"]:
-        if "error" in lat:
-            lines.append(f"latency at {lat['rate']:,.0f}/s: FAILED ({lat['error']})")
-            continue
-        s, a = lat["silver"], lat["alert"]
-        lines.append(
-            f"latency at {lat['rate']:,.0f}/s (achieved {lat['achieved_rate']:,.0f}/s): "
-            f"produce->silver p50 {_f(s['p50'], 2)} s p95 {_f(s['p95'], 2)} s "
-            f"p99 {_f(s['p99'], 2)} s (n {s['n']:,}); produce->alert p50 {_f(a['p50'], 2)} s "
-            f"p95 {_f(a['p95'], 2)} s p99 {_f(a['p99'], 2)} s (n {a['n']:,} of {a['probes']:,} "
-            f"probes); max lag {_f(lat['max_lag'])}, final lag {_f(lat['final_lag'])}")
-    peak = r.get("peak", {})
-    lines.append("peak RSS (VmHWM): " + ", ".join(f"{k} {v:,.0f} MB" for k, v in peak.items()))
     return lines
+
+
+def sustain_line(s: dict[str, Any]) -> str:
+    held, failed = s["sustainable"], s["not_sustainable"]
+    tried = ", ".join(
+        f"{t['rate']:,.0f}/s " + ("failed" if "error" in t else
+                                  "held" if t["bounded"] else "grew")
+        for t in s["trials"])
+    window = f"bounded for {s['window_s']:.0f} s after {s['warmup_s']:.0f} s of warm-up"
+    if held is None:
+        return f"sustainable rate (lag {window}): below {_f(failed)}/s (tried {tried})"
+    upper = f", {failed:,.0f}/s did not" if failed else ""
+    return f"sustainable rate (lag {window}): {held:,.0f}/s{upper} (tried {tried})"
 
 
 def write_report(r: dict[str, Any], out: Path) -> Path:
@@ -716,9 +891,27 @@ def write_report(r: dict[str, Any], out: Path) -> Path:
           f"`{r['spark_master']}`, trigger `{r['trigger_interval']}`, options "
           f"`{json.dumps(r['options'])}`.", "", "## Summary", ""]
     md += [f"- {line}" for line in summary_lines(r)]
-    md += ["", "## Throughput (availableNow, one layer after the other on fresh tables)", "",
-           "| layer | events | seconds | events/s | JVM peak MB | JVM cores | workers cores | "
-           "machine busy % | files written |", "|---|---|---|---|---|---|---|---|---|"]
+    md += throughput_table(r) if "layers" in r else []
+    md += latency_tables(r)
+    if "sustain" in r:
+        md += sustain_table(r["sustain"])
+    md += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    md += ["", "Latency to silver is measured to `processed_at` (the micro-batch's "
+           "`current_timestamp()`, taken just before the MERGE commits); to alerts, to the Kafka "
+           "timestamp of the HIGH_TEMP alert record a probe reading triggered. Gold aggregates "
+           "are not timed per reading. Pipeline lag is the messages produced minus the rows read "
+           "by the slowest query that reads readings (bronze, silver, alerts, the aggregates).",
+           ""]
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    logger.info("report written to %s", path)
+    return path
+
+
+def throughput_table(r: dict[str, Any]) -> list[str]:
+    md = ["", "## Throughput (availableNow, one layer after the other on fresh tables)", "",
+          "| layer | events | seconds | events/s | JVM peak MB | JVM cores | workers cores | "
+          "machine busy % | files written |", "|---|---|---|---|---|---|---|---|---|"]
     for layer in r["layers"]:
         c = layer["cost"]
         md.append(f"| {layer['layer']} | {layer['rows_in']:,} | {layer['seconds']:.1f} | "
@@ -728,10 +921,16 @@ def write_report(r: dict[str, Any], out: Path) -> Path:
     md += ["", "Rows each query reported (numInputRows summed): " + "; ".join(
         f"{layer['layer']}: " + ", ".join(f"{k} {v:,}" for k, v in layer["queries"].items())
         for layer in r["layers"]), ""]
-    md += ["## Latency at steady rates (pipeline running continuously)", "",
-           "| rate/s | achieved | silver p50 | p95 | p99 | alert p50 | p95 | p99 | alerts/probes "
-           "| max lag | JVM peak MB | workers peak MB | machine busy % | files/min |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    return md
+
+
+def latency_tables(r: dict[str, Any]) -> list[str]:
+    if not r["latency"]:
+        return []
+    md = ["## Latency at steady rates (pipeline running continuously)", "",
+          "| rate/s | achieved | silver p50 | p95 | p99 | alert p50 | p95 | p99 | alerts/probes "
+          "| max lag | JVM peak MB | workers peak MB | machine busy % | files/min |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for lat in r["latency"]:
         if "error" in lat:
             md.append(f"| {lat['rate']:,.0f} | failed: {lat['error']} |")
@@ -749,15 +948,26 @@ def write_report(r: dict[str, Any], out: Path) -> Path:
                    "| query | batches | rows | p50 | p95 | max |", "|---|---|---|---|---|---|"]
             md += [f"| {q} | {b['batches']} | {b['rows']:,} | {_f(b['p50'], 2)} | "
                    f"{_f(b['p95'], 2)} | {_f(b['max'], 2)} |" for q, b in lat["batches"].items()]
-    md += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
-    md += ["", "Latency to silver is measured to `processed_at` (the micro-batch's "
-           "`current_timestamp()`, taken just before the MERGE commits); to alerts, to the Kafka "
-           "timestamp of the HIGH_TEMP alert record a probe reading triggered. Gold aggregates "
-           "are not timed per reading.", ""]
-    path = out / "report.md"
-    path.write_text("\n".join(md))
-    logger.info("report written to %s", path)
-    return path
+    return md
+
+
+def sustain_table(s: dict[str, Any]) -> list[str]:
+    md = ["", "## Sustainable rate", "", sustain_line(s), "",
+          f"Each trial produces for {s['warmup_s']:.0f} s of warm-up plus a {s['window_s']:.0f} s "
+          "window on fresh tables. The lag held if its mean over the window's last third is at "
+          "most 1.25 x the first third's plus 10 s of input.", "",
+          "| rate/s | achieved | lag 1st third | 2nd | 3rd | allowed rise | trend msg/s | "
+          "max lag | held | machine busy % |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for t in s["trials"]:
+        if "error" in t:
+            md.append(f"| {t['rate']:,.0f} | failed: {t['error']} |")
+            continue
+        a, b, c = t["thirds"]
+        md.append(f"| {t['rate']:,.0f} | {t['achieved_rate']:,.0f} | {a:,.0f} | {b:,.0f} | "
+                  f"{c:,.0f} | {t['allowance']:,.0f} | {t['slope_per_s']:,.1f} | "
+                  f"{_f(t['max_pipeline_lag'])} | {'yes' if t['bounded'] else 'no'} | "
+                  f"{t['cost']['machine_busy_pct']:.0f} |")
+    return md
 
 
 def _plots(r: dict[str, Any], out: Path) -> list[Path]:
@@ -769,10 +979,10 @@ def _plots(r: dict[str, Any], out: Path) -> list[Path]:
     except ImportError:
         logger.warning("matplotlib not installed: no plots")
         return []
+    paths = [sustain_plot(r["sustain"], out, plt)] if r.get("sustain", {}).get("trials") else []
     runs = [lat for lat in r["latency"] if "error" not in lat]
     if not runs:
-        return []
-    paths = []
+        return paths
     fig, ax = plt.subplots(figsize=(6, 4))
     for kind, style in (("silver", "o-"), ("alert", "s--")):
         for q in ("p50", "p95", "p99"):
@@ -805,6 +1015,24 @@ def _plots(r: dict[str, Any], out: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
     return paths
+
+
+def sustain_plot(s: dict[str, Any], out: Path, plt: Any) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for t in s["trials"]:
+        if t.get("lag"):
+            ax.plot(*zip(*t["lag"], strict=True),
+                    label=f"{t['rate']:,.0f}/s ({'held' if t['bounded'] else 'grew'})")
+    ax.axvspan(s["warmup_s"], s["warmup_s"] + s["window_s"], alpha=0.1, label="judged window")
+    ax.set_xlabel("seconds since producing started")
+    ax.set_ylabel("pipeline lag (messages)")
+    ax.set_title("sustainable-rate search")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "sustain_lag.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 @dataclass

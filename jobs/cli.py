@@ -224,9 +224,20 @@ def bench_state_cmd(cfg: Config, sensors: int, hours: float, chunk_min: float,
 @click.option("--quick", is_flag=True, help="Smoke check: 30k backlog, 1k/s for 20 s (<5 min).")
 @click.option("--messages", type=int, default=None, help="Backlog size (default 1,000,000).")
 @click.option("--sensors", type=int, default=None, help="Fleet size (default 10,000).")
-@click.option("--rates", default=None, help="Steady rates, e.g. 1000,5000,20000.")
+@click.option("--rates", default=None,
+              help="Steady rates, e.g. 1000,5000,20000 ('none': no latency runs).")
 @click.option("--duration", "rate_duration_s", type=float, default=None,
               help="Seconds of producing at each rate (default 120; --quick 20).")
+@click.option("--sustainable-from", "sustain_from", type=float, default=None,
+              help="Also search the sustainable rate (lag bounded over a window), starting at "
+                   "this rate: double while it holds, halve while it grows, then bisect.")
+@click.option("--sustain-steps", type=int, default=None, help="Trials at most (default 4).")
+@click.option("--sustain-window", "sustain_window_s", type=float, default=None,
+              help="Seconds over which the lag must stay bounded (default 300).")
+@click.option("--sustain-warmup", "sustain_warmup_s", type=float, default=None,
+              help="Seconds of producing before the window (default 120).")
+@click.option("--no-throughput", "throughput", flag_value=False, default=None,
+              help="Skip the backlog, the ceiling and the per-layer throughput.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Bench folder (default <data_dir>/bench/run-<UTC time>).")
 @click.option("--keep-data", is_flag=True, default=None,
@@ -234,11 +245,15 @@ def bench_state_cmd(cfg: Config, sensors: int, hours: float, chunk_min: float,
 @click.pass_obj
 def bench_cmd(cfg: Config, quick: bool, out: Path | None, rates: str | None,
               **kwargs: object) -> None:
-    """Throughput, latency and cost against this machine's Kafka/Spark ceiling (own broker)."""
+    """Throughput, latency and cost against this machine's Kafka/Spark ceiling (own broker).
+
+    Only the sustainable-rate search: --no-throughput --rates none --sustainable-from 1000.
+    """
     from jobs.bench import plan, run_bench, summary_lines
 
     if rates:
-        kwargs["rates"] = tuple(float(x) for x in rates.split(",") if x.strip())
+        kwargs["rates"] = () if rates.strip().lower() == "none" else tuple(
+            float(x) for x in rates.split(",") if x.strip())
     p = plan(cfg, quick=quick, out=out, **kwargs)
     click.echo(f"bench folder: {p.root}")
     result = run_bench(cfg, p.opts, p.root)

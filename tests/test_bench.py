@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from jobs import bench
 from jobs.config import Config
 from jobs.topics import create_topics
@@ -31,6 +33,46 @@ def test_parse_consumer_perf() -> None:
 def test_chain_rates_add_layer_times() -> None:
     layers = [{"layer": "bronze", "seconds": 2.0}, {"layer": "silver", "seconds": 3.0}]
     assert bench.chain_rates(layers, 1000) == {"bronze": 500.0, "bronze+silver": 200.0}
+
+
+def _sawtooth(rate: float, throughput: float, seconds: int, batch_s: int = 20) -> list:
+    """Lag sampled each second: input piles up during a batch, the batch's rows drop off at
+    its commit; a pipeline slower than the input keeps (rate - throughput) x t of it."""
+    points, lag = [], 0.0
+    for t in range(seconds):
+        lag += rate
+        if t % batch_s == batch_s - 1:
+            lag -= min(lag, throughput * batch_s)
+        points.append((float(t), lag))
+    return points
+
+
+def test_lag_verdict_holds_for_a_pipeline_that_keeps_up() -> None:
+    v = bench.lag_verdict(_sawtooth(1000, 1200, 420), 1000, start_s=120, window_s=300)
+    assert v.bounded
+    assert v.samples == 300
+    assert abs(v.thirds[2] - v.thirds[0]) < 2000  # the saw-tooth averages out
+
+
+def test_lag_verdict_grows_for_a_pipeline_a_tenth_too_slow() -> None:
+    v = bench.lag_verdict(_sawtooth(1000, 900, 420), 1000, start_s=120, window_s=300)
+    assert not v.bounded
+    assert 80 < v.slope_per_s < 120  # it falls behind by about 100 messages/s
+    assert v.thirds[0] < v.thirds[1] < v.thirds[2]
+
+
+def test_lag_verdict_refuses_a_window_it_has_no_samples_for() -> None:
+    with pytest.raises(ValueError, match="do not cover"):
+        bench.lag_verdict(_sawtooth(1000, 1200, 200), 1000, start_s=120, window_s=300)
+
+
+def test_next_rate_doubles_halves_then_bisects() -> None:
+    assert bench.next_rate({1000.0: True}) == 2000.0
+    assert bench.next_rate({1000.0: False}) == 500.0
+    assert bench.next_rate({1000.0: False, 500.0: False}) == 250.0
+    assert bench.next_rate({1000.0: False, 500.0: True}) == 710.0  # ~sqrt(500 x 1000)
+    assert bench.next_rate({1000.0: False, 500.0: True, 710.0: True}) == 840.0
+    assert bench.next_rate({1000.0: False, 900.0: True}) is None  # within 20 %: done
 
 
 def test_measurements_on_a_tiny_backlog(kafka_cfg: Config, spark, tmp_path: Path) -> None:  # noqa: ANN001
@@ -67,14 +109,28 @@ def test_measurements_on_a_tiny_backlog(kafka_cfg: Config, spark, tmp_path: Path
     assert lat["final_lag"] == 0
     assert "bronze" in lat["batches"] and "silver" in lat["batches"]
 
+    trial = bench.sustain_trial(spark, cfg, replace(opts, sustain_warmup_s=4.0,
+                                                    sustain_window_s=9.0), 200.0, pids)
+    assert trial["produced"] > 0
+    assert trial["samples"] >= 6  # about one a second over the window
+    lags = [lag for _, lag in trial["lag"]]
+    assert all(0 <= lag <= trial["produced"] for lag in lags)  # never more than was produced
+    assert "silver" in trial["batches"]
+
     results = {"options": {"messages": 3000, "sensors": 50}, "started": "t0", "cpus": 2,
                "spark_master": cfg.spark.master, "trigger_interval": "1 second",
                "backlog": backlog, "consumer_perf": perf, "spark_noop": noop,
                "layers": layers, "chains": bench.chain_rates(layers, 3000), "latency": [lat],
-               "peak": {"jvm": 1.0}}
+               "peak": {"jvm": 1.0},
+               "sustain": {"window_s": 9.0, "warmup_s": 4.0, "trials": [trial],
+                           "sustainable": 200.0 if trial["bounded"] else None,
+                           "not_sustainable": None if trial["bounded"] else 200.0}}
     report = bench.write_report(results, tmp_path / "report")
     text = report.read_text()
     assert "throughput bronze+silver" in text
     assert f"(n {lat['silver']['n']:,})" in text
+    assert "## Sustainable rate" in text
+    assert "sustainable rate (lag bounded for 9 s after 4 s of warm-up)" in text
     assert (tmp_path / "report" / "lag_over_time.png").stat().st_size > 0
+    assert (tmp_path / "report" / "sustain_lag.png").stat().st_size > 0
     assert (tmp_path / "report" / "results.json").exists()
