@@ -15,10 +15,12 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from jobs import jvm_archive
 from jobs.config import REPO_ROOT, Config
 
 logger = logging.getLogger(__name__)
@@ -146,13 +148,19 @@ def write_server_properties(cfg: Config) -> Path:
     return path
 
 
-def java_command(cfg: Config, main: str, *args: str, heap: str = "256m") -> list[str]:
-    """A java command line for a Kafka tool's ``main`` class on the broker's classpath."""
+def java_command(cfg: Config, main: str, *args: str, heap: str = "256m",
+                 jvm_options: Sequence[str] = ()) -> list[str]:
+    """A java command line for a Kafka tool's ``main`` class on the broker's classpath.
+
+    The broker's class archive (`jobs.jvm_archive`) is mapped when set-up built one.
+    """
     return [
         "java",
         f"-Xmx{heap}",
         f"-Xms{heap}",
         "-XX:+UseG1GC",
+        *jvm_archive.java_options(cfg, jvm_archive.KAFKA_BROKER),
+        *jvm_options,
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
         f"-Dkafka.logs.dir={_log_dir(cfg).resolve()}",
@@ -182,7 +190,7 @@ def format_storage(cfg: Config, props: Path) -> None:
         raise BrokerError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
 
 
-def start(cfg: Config) -> BrokerStatus:
+def start(cfg: Config, *, jvm_options: Sequence[str] = ()) -> BrokerStatus:
     """Start the broker unless it already runs; return once it answers metadata requests."""
     current = status(cfg)
     if current.running:
@@ -203,7 +211,8 @@ def start(cfg: Config) -> BrokerStatus:
     log_dir.mkdir(parents=True, exist_ok=True)
     cfg.paths.run.mkdir(parents=True, exist_ok=True)
     out = (log_dir / "kafka.out").open("ab")
-    cmd = java_command(cfg, "kafka.Kafka", str(props), heap=cfg.kafka.broker.heap)
+    cmd = java_command(cfg, "kafka.Kafka", str(props), heap=cfg.kafka.broker.heap,
+                       jvm_options=jvm_options)
     proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
         cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
     )

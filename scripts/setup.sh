@@ -91,23 +91,23 @@ fi
 # --- DuckDB delta extension (shipped in the duckdb-extension-delta wheel, no network) ----
 .venv/bin/python -m jobs.duck --check >/dev/null \
   || die "DuckDB could not load the delta extension from the duckdb-extension-delta wheel."
-# --- Class archive of the Spark driver JVM (jobs/jvm_archive.py): faster cold starts ------
-# Rebuilt when the jars, the Python packages or the JDK change. Optional: without it Spark
-# starts as usual, only slower.
-cds=.deps/cds/spark-driver.jsa
-cds_stamp=".deps/cds/.stamp-$( (cat conf/maven/*/pom.xml pyproject.toml jobs/jvm_archive.py; \
+# --- Class archives of the Spark driver and Kafka broker JVMs (jobs/jvm_archive.py) -------
+# Faster cold starts. Rebuilt when the jars, the Python packages or the JDK change. Optional:
+# without them Spark and Kafka start as usual, only slower.
+cds=.deps/cds
+cds_stamp="$cds/.stamp-$( (cat conf/maven/*/pom.xml pyproject.toml jobs/jvm_archive.py; \
   java -version 2>&1) | sha256sum | cut -c1-16)"
-if [ ! -f "$cds" ] || [ ! -f "$cds_stamp" ]; then
-  log "building the JVM class archive for faster Spark starts (once, about 2 min)"
-  rm -rf .deps/cds && mkdir -p .deps/cds
-  if .venv/bin/python -m jobs.jvm_archive "$cds.tmp" >.deps/cds/build.log 2>&1 \
-      && mv -f "$cds.tmp" "$cds"; then
-    touch "$cds_stamp"
+if [ ! -f "$cds/spark-driver.jsa" ] || [ ! -f "$cds/kafka-broker.jsa" ] \
+    || [ ! -f "$cds_stamp" ]; then
+  log "building the JVM class archives for faster Spark and Kafka starts (once, about 3 min)"
+  rm -rf "$cds" "$cds.tmp" && mkdir -p "$cds.tmp"
+  if .venv/bin/python -m jobs.jvm_archive "$cds.tmp" >"$cds.tmp/build.log" 2>&1; then
+    mv "$cds.tmp" "$cds" && touch "$cds_stamp"
   else
-    rm -f "$cds.tmp"
-    log "WARNING: no class archive (see .deps/cds/build.log); Spark starts without it"
+    mkdir -p "$cds" && mv "$cds.tmp/build.log" "$cds/build.log" && rm -rf "$cds.tmp"
+    log "WARNING: no class archives (see $cds/build.log); Spark and Kafka start without them"
   fi
 else
-  log "JVM class archive up to date"
+  log "JVM class archives up to date"
 fi
 log "ready"

@@ -195,3 +195,15 @@ def test_spark_jvm_maps_the_class_archive_setup_built(base_cfg: Config, spark) -
     assert diagnostics.getVMOption("SharedArchiveFile").getValue() == str(archive.resolve())
     # UseSharedSpaces turns false when the JVM could not map an archive.
     assert diagnostics.getVMOption("UseSharedSpaces").getValue() == "true"
+
+
+def test_broker_jvm_maps_its_class_archive(kafka_cfg: Config) -> None:
+    """The broker's archive (same set-up step) is mapped into the running broker's memory."""
+    from jobs.jvm_archive import KAFKA_BROKER, archive_path
+
+    archive = archive_path(kafka_cfg, KAFKA_BROKER)
+    assert archive.is_file(), f"no class archive at {archive}: see .deps/cds/build.log"
+    pid = broker.status(kafka_cfg).pid
+    assert pid is not None
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    assert str(archive.resolve()) in maps  # a JVM that rejects the archive does not map it
