@@ -26,7 +26,7 @@ from gold.schema import ALERT_SCHEMA
 from jobs import tables
 from jobs.config import Config, KafkaConfig
 from jobs.silver_job import ensure_readings_table
-from jobs.streaming import reset_if_first_batch_uncommitted
+from jobs.streaming import reset_if_first_batch_uncommitted, stoppable
 
 logger = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ def start_alerts(spark: SparkSession, cfg: Config, *, trigger: dict[str, Any]) -
     query = (
         alerts.writeStream.queryName(QUERY_NAME)
         .option("checkpointLocation", str(cfg.paths.checkpoint(QUERY_NAME)))
-        .foreachBatch(sink)
+        .foreachBatch(stoppable(sink))
         .trigger(**trigger)
         .start()
     )

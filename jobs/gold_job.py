@@ -26,6 +26,7 @@ from jobs.streaming import (
     checkpoint_query_id,
     ensure_table,
     reset_if_first_batch_uncommitted,
+    stoppable,
     table_exists,
 )
 from jobs.tables import (
@@ -83,7 +84,7 @@ def _start_merge(
     return (
         df.writeStream.queryName(name)
         .outputMode("update")
-        .foreachBatch(functools.partial(merge_batch, path=path, keys=keys))
+        .foreachBatch(stoppable(functools.partial(merge_batch, path=path, keys=keys)))
         .option("checkpointLocation", str(cfg.paths.checkpoint(name)))
         .trigger(**trigger)
         .start()
@@ -170,7 +171,7 @@ def start_sensor_status(spark: SparkSession, cfg: Config, *, trigger: dict) -> S
         "sensor_id", "event_time", "location", "temperature", "humidity", "pressure")
     return (
         renamed.writeStream.queryName("gold_sensor_status")
-        .foreachBatch(functools.partial(write_status_batch, cfg=cfg))
+        .foreachBatch(stoppable(functools.partial(write_status_batch, cfg=cfg)))
         .option("checkpointLocation", str(cfg.paths.checkpoint("gold_sensor_status")))
         .trigger(**trigger)
         .start()

@@ -20,7 +20,7 @@ from pyspark.sql.streaming import StreamingQuery
 from bronze.schema import BRONZE_SCHEMA
 from jobs.config import Config
 from jobs.registry import read_registry, sync_registry
-from jobs.streaming import checkpoint_query_id, ensure_table, idempotent_append
+from jobs.streaming import checkpoint_query_id, ensure_table, idempotent_append, stoppable
 from jobs.tables import BRONZE_RAW, QUARANTINE, SILVER_READINGS
 from silver.schema import QUARANTINE_SCHEMA, SILVER_SCHEMA
 from silver.transform import dedup_batch, enrich, parse, quarantine_rows, valid_rows
@@ -110,7 +110,7 @@ def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
         .option("maxFilesPerTrigger", cfg.streaming.max_files_per_trigger)
         .load(str(cfg.paths.table(BRONZE_RAW)))
         .writeStream.queryName(QUERY_NAME)
-        .foreachBatch(functools.partial(write_batch, cfg=cfg))
+        .foreachBatch(stoppable(functools.partial(write_batch, cfg=cfg)))
         .option("checkpointLocation", str(cfg.paths.checkpoint(QUERY_NAME)))
         .trigger(**trigger)
         .start()
