@@ -116,8 +116,12 @@ def topics_create(cfg: Config) -> None:
               help="Comma-separated subset of bronze,silver,gold.")
 @click.option("--once", is_flag=True, help="Process everything available, then exit.")
 @click.option("--console", is_flag=True, help="Also print each micro-batch to the terminal.")
+@click.option("--wait-for-broker", "broker_wait_s", type=float, default=None, metavar="SECONDS",
+              help="Start Spark while the broker and its topics come up, waiting this long "
+                   "for them (scripts/start_all.sh starts both at once).")
 @click.pass_obj
-def run_cmd(cfg: Config, layers: str, once: bool, console: bool) -> None:
+def run_cmd(cfg: Config, layers: str, once: bool, console: bool,
+            broker_wait_s: float | None) -> None:
     """Run the streaming pipeline (Ctrl-C stops it cleanly)."""
     from jobs import preflight, runner
     from jobs.spark import SparkSetupError, build_spark
@@ -125,18 +129,20 @@ def run_cmd(cfg: Config, layers: str, once: bool, console: bool) -> None:
     try:
         chosen = runner.parse_layers(layers)
         # Folders, jars, broker, checkpoints: before Spark, so a bad setup is one clear line.
-        cfg = preflight.check(cfg, chosen)
+        cfg = preflight.check(cfg, chosen, broker_later=broker_wait_s is not None)
         spark = build_spark(cfg)
     except (ValueError, SparkSetupError, preflight.PreflightError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
+        if broker_wait_s is not None:
+            cfg = preflight.await_broker(cfg, chosen, broker_wait_s)
         if once:
             rows = runner.run_once(spark, cfg, chosen)
             for name, n in rows.items():
                 click.echo(f"{name}: {n} rows")
         else:
             runner.run_continuous(spark, cfg, chosen, console=console)
-    except runner.RunnerError as exc:
+    except (runner.RunnerError, preflight.PreflightError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         spark.stop()
@@ -236,6 +242,9 @@ def bench_state_cmd(cfg: Config, sensors: int, hours: float, chunk_min: float,
               help="Seconds over which the lag must stay bounded (default 300).")
 @click.option("--sustain-warmup", "sustain_warmup_s", type=float, default=None,
               help="Seconds of producing before the window (default 120).")
+@click.option("--sustain-path", type=click.Choice(["all", "alert"]), default=None,
+              help="Whose lag must stay bounded: every query reading the readings (default), or "
+                   "the alert path (bronze, silver, alerts).")
 @click.option("--no-throughput", "throughput", flag_value=False, default=None,
               help="Skip the backlog, the ceiling and the per-layer throughput.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,

@@ -25,6 +25,7 @@ import logging
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,21 +45,61 @@ class PreflightError(RuntimeError):
     """The pipeline must not start as configured; the message names the fix."""
 
 
-def check(cfg: Config, layers: Sequence[str]) -> Config:
-    """Run every check for ``layers``; return the config to run with (bronze may resume)."""
+def check(cfg: Config, layers: Sequence[str], *, broker_later: bool = False) -> Config:
+    """Run every check for ``layers``; return the config to run with (bronze may resume).
+
+    ``broker_later``: leave the broker and bronze's resume point to `await_broker`, so Spark
+    can start while the broker does.
+    """
     from jobs.spark import connector_jars  # raises SparkSetupError naming scripts/setup.sh
 
     check_writable(cfg)
     connector_jars(cfg)
-    check_broker(cfg, layers)
+    if not broker_later:
+        check_broker(cfg, layers)
     check_checkpoints(cfg, layers)
     if "gold" in layers:
         check_alerts_layout(cfg)
     if "silver" in layers:
         check_silver_restart(cfg)
-    if "bronze" in layers:
+    if "bronze" in layers and not broker_later:
         cfg = bronze_resume(cfg)
     return cfg
+
+
+def await_broker(cfg: Config, layers: Sequence[str], wait_s: float) -> Config:
+    """The broker and topic checks `check(broker_later=True)` left out, retried for ``wait_s``.
+
+    Ready when the broker answers and the topics the layers use exist (the broker does not
+    create topics on demand). Returns the config with bronze's resume point.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    topics = {t for t, need in ((cfg.kafka.topic_in, "bronze" in layers
+                                 and cfg.streaming.source == "kafka"),
+                                (cfg.kafka.topic_alerts, "gold" in layers)) if need}
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            check_broker(cfg, layers, timeout_s=2.0)
+            admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap,
+                                     request_timeout_ms=5_000)
+            try:
+                missing = sorted(topics - set(admin.list_topics()))
+            finally:
+                admin.close()
+            problem = f"topics {', '.join(missing)} do not exist" if missing else None
+        except (PreflightError, KafkaError, OSError) as exc:
+            problem = str(exc)
+        if problem is None:
+            break
+        if time.monotonic() >= deadline:
+            raise PreflightError(f"Kafka not ready after waiting {wait_s:.0f} s: {problem}. "
+                                 "Fix: `lakehouse kafka start` and `lakehouse topics create`.")
+        time.sleep(1.0)
+    logger.info("Kafka ready at %s", cfg.kafka.bootstrap)
+    return bronze_resume(cfg) if "bronze" in layers else cfg
 
 
 # --- folders -------------------------------------------------------------------------------

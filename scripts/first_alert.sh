@@ -19,7 +19,15 @@ echo "stack up after $(( $(date +%s) - t0 )) s"
 while :; do
   now=$(( $(date +%s) - t0 ))
   if [ "$(panel alerts total)" != 0 ]; then
-    echo "first alert on the dashboard after ${now} s (data in $LAKEHOUSE_DATA)"; break
+    echo "first alert on the dashboard after ${now} s (data in $LAKEHOUSE_DATA)"
+    if [ -x /usr/bin/chromium ]; then  # the page as a user sees it then (after the timing)
+      /usr/bin/chromium --headless --no-sandbox --disable-gpu --no-first-run \
+        --disable-background-networking --user-data-dir="$LAKEHOUSE_DATA/chromium" \
+        --window-size=1400,2600 --virtual-time-budget=8000 \
+        --screenshot="$LAKEHOUSE_DATA/first-alert.png" "http://127.0.0.1:$PORT/" \
+        >/dev/null 2>&1 && echo "screenshot: $LAKEHOUSE_DATA/first-alert.png"
+    fi
+    break
   fi
   if [ "$now" -ge "$LIMIT" ]; then echo "no alert within ${LIMIT} s" >&2; break; fi
   sleep 5  # as often as the page refreshes

@@ -13,9 +13,6 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 LH=.venv/bin/lakehouse
 
-$LH kafka start
-$LH topics create
-
 # Folders of the configured data dir (LAKEHOUSE_DATA / conf/pipeline.yaml).
 read -r RUN LOGS < <(.venv/bin/python -c \
   'from jobs.config import load_config; c = load_config(); print(c.paths.run, c.paths.logs)')
@@ -38,7 +35,13 @@ start_bg() {  # start_bg NAME CMD...: detached (own session), output to $LOGS/NA
   echo "$name: started (pid $!), log $LOGS/$name.log"
 }
 
-start_bg pipeline "$LH" run
+# The pipeline first: its Spark JVM starts while the broker does, and it waits for the topics.
+start_bg pipeline "$LH" run --wait-for-broker 120
+if ! { $LH kafka start && $LH topics create; }; then
+  kill "$(cat "$RUN/pipeline.pid")" 2>/dev/null || true
+  echo "Kafka did not start (see $LOGS/kafka); the pipeline was stopped" >&2
+  exit 1
+fi
 start_bg generator "$LH" generate --producer confluent --sensors "${GEN_SENSORS:-100}" \
   --interval "${GEN_INTERVAL:-30}" --speedup "${GEN_SPEEDUP:-60}" \
   --duration "${GEN_DURATION:-86400}" \

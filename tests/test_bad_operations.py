@@ -12,6 +12,8 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -166,6 +168,27 @@ def test_unreachable_broker(base_cfg: Config, tmp_path: Path) -> None:
                    "`lakehouse kafka start`", "--set kafka.bootstrap=")
     # Silver reads Delta only: it does not need the broker.
     assert preflight.broker_needs(cfg, ["silver"]) == []
+
+
+def test_wait_for_broker_waits_for_the_topics(kafka_cfg: Config, tmp_path: Path) -> None:
+    """`lakehouse run --wait-for-broker` (start_all starts Spark and the broker at once)."""
+    topic = f"late-{uuid.uuid4().hex[:8]}"
+    cfg = kafka_cfg.with_overrides({"paths.data_dir": str(tmp_path / "data"),
+                                    "kafka.topic_in": topic})
+    later = threading.Timer(3.0, create_topics, args=(cfg, {topic: 2}))
+    t0 = time.monotonic()
+    later.start()
+    try:
+        ready = preflight.await_broker(cfg, ["bronze"], 60)
+    finally:
+        later.join()
+    assert time.monotonic() - t0 >= 3.0  # it waited for the topic, not only for the broker
+    assert ready.kafka.topic_in == topic
+
+    nobody = cfg.with_overrides({"kafka.bootstrap": f"127.0.0.1:{broker.free_port_pair()}"})
+    with pytest.raises(preflight.PreflightError,
+                       match="Kafka not ready after waiting 2 s: Kafka broker not reachable"):
+        preflight.await_broker(nobody, ["bronze"], 2)
 
 
 # --- damaged checkpoints -----------------------------------------------------------------------
