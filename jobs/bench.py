@@ -779,7 +779,8 @@ def run_bench(base: Config, opts: BenchOptions, root: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"options": asdict(opts), "started": datetime.now(UTC).isoformat(),
                                "bootstrap": cfg.kafka.bootstrap, "cpus": os.cpu_count(),
                                "spark_master": cfg.spark.master,
-                               "trigger_interval": cfg.streaming.trigger_interval}
+                               "trigger_interval": cfg.streaming.trigger_interval,
+                               "broker_jvm_options": list(cfg.kafka.broker.jvm_options)}
     broker.start(cfg)
     try:
         create_topics(cfg)
@@ -896,7 +897,8 @@ def write_report(r: dict[str, Any], out: Path) -> Path:
     plots = _plots(r, out)
     md = ["# lakehouse bench", "",
           f"Run {r['started']} – {r.get('finished', '?')}, {r['cpus']} CPUs, Spark master "
-          f"`{r['spark_master']}`, trigger `{r['trigger_interval']}`, options "
+          f"`{r['spark_master']}`, trigger `{r['trigger_interval']}`, broker JVM "
+          f"`{' '.join(r.get('broker_jvm_options', []))}`, options "
           f"`{json.dumps(r['options'])}`.", "", "## Summary", ""]
     md += [f"- {line}" for line in summary_lines(r)]
     md += throughput_table(r) if "layers" in r else []

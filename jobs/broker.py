@@ -149,7 +149,7 @@ def write_server_properties(cfg: Config) -> Path:
 
 
 def java_command(cfg: Config, main: str, *args: str, heap: str = "256m",
-                 jvm_options: Sequence[str] = ()) -> list[str]:
+                 jvm_options: Sequence[str] = ("-XX:+UseG1GC",)) -> list[str]:
     """A java command line for a Kafka tool's ``main`` class on the broker's classpath.
 
     The broker's class archive (`jobs.jvm_archive`) is mapped when set-up built one.
@@ -158,7 +158,6 @@ def java_command(cfg: Config, main: str, *args: str, heap: str = "256m",
         "java",
         f"-Xmx{heap}",
         f"-Xms{heap}",
-        "-XX:+UseG1GC",
         *jvm_archive.java_options(cfg, jvm_archive.KAFKA_BROKER),
         *jvm_options,
         "-Djava.awt.headless=true",
@@ -212,7 +211,7 @@ def start(cfg: Config, *, jvm_options: Sequence[str] = ()) -> BrokerStatus:
     cfg.paths.run.mkdir(parents=True, exist_ok=True)
     out = (log_dir / "kafka.out").open("ab")
     cmd = java_command(cfg, "kafka.Kafka", str(props), heap=cfg.kafka.broker.heap,
-                       jvm_options=jvm_options)
+                       jvm_options=[*cfg.kafka.broker.jvm_options, *jvm_options])
     proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
         cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
     )
