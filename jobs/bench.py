@@ -154,8 +154,8 @@ class Sampler:
                  bootstrap: str | None = None, topic: str | None = None,
                  interval_s: float = 1.0, chain: Sequence[str] = ()) -> None:
         self.pids = pids
-        self.chain = tuple(chain)  # queries reading the readings: pipeline lag is the slowest
-        self.started_at = time.monotonic()
+        self.chain = tuple(chain)  # queries reading the readings: rows each has read
+        self.started_at = time.monotonic()  # reset on __enter__; sample times count from it
         self.files_root = files_root
         self.spark = spark
         self.bootstrap = bootstrap
@@ -170,7 +170,7 @@ class Sampler:
         self.cost = Cost()
 
     def __enter__(self) -> Sampler:
-        self._t0 = self.started_at = time.monotonic()
+        self.started_at = time.monotonic()
         self._cpu0 = {k: _cpu_s(p) for k, p in self.pids.items()}
         self._busy0 = _machine_busy()
         self._files0 = count_files(self.files_root)
@@ -183,7 +183,7 @@ class Sampler:
         self._thread.join()
         self.sample()
         c = self.cost
-        c.seconds = wall = max(time.monotonic() - self._t0, 1e-9)
+        c.seconds = wall = max(time.monotonic() - self.started_at, 1e-9)
         c.jvm_peak_rss_mb = _status_kb(self.pids["jvm"], "VmHWM") / 1024
         c.driver_py_peak_rss_mb = _status_kb(self.pids["driver"], "VmHWM") / 1024
         if "broker" in self.pids:
@@ -221,7 +221,7 @@ class Sampler:
             c.broker_peak_rss_mb = max(c.broker_peak_rss_mb,
                                        _status_kb(self.pids["broker"], "VmRSS") / 1024)
         row: dict[str, Any] = {
-            "t": time.monotonic() - self._t0,
+            "t": time.monotonic() - self.started_at,
             "jvm_rss_mb": _status_kb(self.pids["jvm"], "VmRSS") / 1024,
             "workers_rss_mb": workers_rss,
             "files": count_files(self.files_root),
@@ -255,8 +255,6 @@ class Sampler:
                 for b in self.batches.values():
                     if b["name"] in read:
                         read[b["name"]] += b["rows"]
-                slowest = min(read, key=read.__getitem__)
-                out["pipeline_lag"], out["slowest"] = end - read[slowest], slowest
                 out["read"] = read
         return out
 
@@ -439,7 +437,6 @@ class LiveRun:
     """A continuous pipeline on fresh tables and its own input topic, as `live_pipeline` gives."""
 
     cfg: Config
-    lake: Path
     sampler: Sampler
     failure: list[BaseException]
 
@@ -476,7 +473,7 @@ def live_pipeline(spark: Any, cfg: Config, opts: BenchOptions, tag: str,
         runner.start()
         try:
             _wait_active(spark, len(opts.latency_layers), 90.0)
-            yield LiveRun(run_cfg, lake, sampler, failure)
+            yield LiveRun(run_cfg, sampler, failure)
         finally:
             stop.set()
             runner.join(120.0)
