@@ -26,7 +26,7 @@ from gold.schema import ALERT_SCHEMA
 from jobs import tables
 from jobs.config import Config, KafkaConfig
 from jobs.silver_job import ensure_readings_table
-from jobs.streaming import reset_if_first_batch_uncommitted, stoppable
+from jobs.streaming import holds_no_files, reset_if_first_batch_uncommitted, stoppable
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class AlertPublisher:
     def __init__(self, cfg: KafkaConfig) -> None:
         self.cfg = cfg
         self._producer: Any = None
+        self._lock = threading.Lock()
 
     def _get(self) -> Any:
         if self._producer is None:
@@ -51,9 +52,23 @@ class AlertPublisher:
             )
         return self._producer
 
+    def connect_in_background(self) -> None:
+        """Create the producer now, off the query's thread: a cold client's connection and
+        metadata round-trips would otherwise come out of the first alerts' batch."""
+        def connect() -> None:
+            try:
+                with self._lock:
+                    self._get()
+            except Exception:  # noqa: BLE001 - publish() retries and raises what it meets
+                logger.warning("alert producer not connected yet; the first publish retries",
+                               exc_info=True)
+
+        threading.Thread(target=connect, name="alerts-producer-connect", daemon=True).start()
+
     def publish(self, alerts: Iterable[dict[str, Any]]) -> int:
         """Send and wait for every acknowledgement; raise if any send failed."""
-        producer = self._get()
+        with self._lock:
+            producer = self._get()
         futures = [producer.send(self.cfg.topic_alerts, key=a["sensor_id"], value=to_json(a))
                    for a in alerts]
         producer.flush()
@@ -62,9 +77,10 @@ class AlertPublisher:
         return len(futures)
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close()
-            self._producer = None
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close()
+                self._producer = None
 
 
 def to_json(alert: dict[str, Any]) -> dict[str, Any]:
@@ -131,22 +147,35 @@ def record_layout(cfg: Config) -> None:
         tmp.replace(marker)
 
 
+# The batch sink and the silent-fleet watchdog both deliver; one at a time, so that the
+# check for rows already written and the write that follows it cannot interleave.
+_DELIVERY = threading.Lock()
+
+
 def deliver_alerts(spark: SparkSession, cfg: Config, publisher: AlertPublisher,
                    rows: list[Row]) -> tuple[int, int]:
     """Publish the alerts not yet in gold/alerts, then MERGE all; returns (unique, new)."""
     unique = list({r["alert_id"]: r for r in rows}.values())
     if not unique:
         return 0, 0
-    incoming = spark.createDataFrame(unique, ALERT_SCHEMA)
     path = cfg.paths.table(tables.ALERTS)
-    existing = {r["alert_id"] for r in spark.read.format("delta").load(str(path))
-                .join(incoming.select("alert_id"), "alert_id", "left_semi")
-                .select("alert_id").collect()}
-    new = [r.asDict() for r in unique if r["alert_id"] not in existing]
-    publisher.publish(new)
-    (DeltaTable.forPath(spark, str(path)).alias("t")
-     .merge(incoming.alias("s"), "t.alert_id = s.alert_id")
-     .whenNotMatchedInsertAll().execute())
+    with _DELIVERY:
+        incoming = spark.createDataFrame(unique, ALERT_SCHEMA)
+        if holds_no_files(spark, path):
+            # The table's first alerts (the ones a new user waits for): nothing to look up or
+            # to match, so an append replaces the lookup and the MERGE. A crash after it
+            # replays the batch into the MERGE below, which inserts nothing twice.
+            publisher.publish([r.asDict() for r in unique])
+            incoming.write.format("delta").mode("append").save(str(path))
+            return len(unique), len(unique)
+        existing = {r["alert_id"] for r in spark.read.format("delta").load(str(path))
+                    .join(incoming.select("alert_id"), "alert_id", "left_semi")
+                    .select("alert_id").collect()}
+        new = [r.asDict() for r in unique if r["alert_id"] not in existing]
+        publisher.publish(new)
+        (DeltaTable.forPath(spark, str(path)).alias("t")
+         .merge(incoming.alias("s"), "t.alert_id = s.alert_id")
+         .whenNotMatchedInsertAll().execute())
     return len(unique), len(new)
 
 
@@ -289,6 +318,8 @@ def start_alerts(spark: SparkSession, cfg: Config, *, trigger: dict[str, Any]) -
     readings = spark.readStream.format("delta").load(silver)
     alerts = alert_stream(readings, cfg=cfg.alerts, watermark=cfg.streaming.watermark)
     publisher = AlertPublisher(cfg.kafka)
+    if "processingTime" in trigger:  # a live query: its first alerts should not wait for it
+        publisher.connect_in_background()
     sink = functools.partial(write_alerts_batch, cfg=cfg, publisher=publisher)
     listener = _ClosePublisherOnEnd(spark, publisher)
     spark.streams.addListener(listener)

@@ -61,6 +61,22 @@ def table_exists(spark: SparkSession, path: Path) -> bool:
     return (path / "_delta_log").is_dir() and DeltaTable.isDeltaTable(spark, str(path))
 
 
+def holds_no_files(spark: SparkSession, path: Path) -> bool:
+    """Does the Delta table's current version hold no data files (a table just created)?
+
+    Read from the snapshot's own file count (DESCRIBE DETAIL: no Spark job, no data read), so
+    a writer can skip the work a keyed write needs only when rows exist to match.
+    """
+    detail = DeltaTable.forPath(spark, str(path)).detail().select("numFiles").first()
+    return detail is not None and detail["numFiles"] == 0
+
+
+def last_commit_rows(spark: SparkSession, path: Path) -> int:
+    """Rows written by the table's latest commit (its operationMetrics.numOutputRows)."""
+    last = DeltaTable.forPath(spark, str(path)).history(1).select("operationMetrics").first()
+    return int((last["operationMetrics"] or {}).get("numOutputRows", 0)) if last else 0
+
+
 def checkpoint_query_id(checkpoint: Path) -> str:
     """The id Spark stored in the checkpoint when the query first started.
 
