@@ -19,14 +19,19 @@ from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, Row, SparkSession
-from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+from pyspark.sql.streaming import StreamingQuery
 
 from gold.alerts import alert_stream
 from gold.schema import ALERT_SCHEMA
 from jobs import tables
 from jobs.config import Config, KafkaConfig
 from jobs.silver_job import ensure_readings_table
-from jobs.streaming import holds_no_files, reset_if_first_batch_uncommitted, stoppable
+from jobs.streaming import (
+    ProgressJsonListener,
+    holds_no_files,
+    reset_if_first_batch_uncommitted,
+    stoppable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -285,22 +290,14 @@ class SilentFleetWatchdog(threading.Thread):
             time.sleep(self.poll_s)
 
 
-class _ClosePublisherOnEnd(StreamingQueryListener):
+class _ClosePublisherOnEnd(ProgressJsonListener):
     """Closes the query's Kafka producer when the query ends (no lingering client)."""
 
     def __init__(self, spark: SparkSession, publisher: AlertPublisher) -> None:
+        super().__init__()
         self.spark, self.publisher, self.query_id = spark, publisher, None
 
-    def onQueryStarted(self, event: Any) -> None:
-        pass
-
-    def onQueryProgress(self, event: Any) -> None:
-        pass
-
-    def onQueryIdle(self, event: Any) -> None:
-        pass
-
-    def onQueryTerminated(self, event: Any) -> None:
+    def onQueryTerminated(self, event: Any) -> None:  # noqa: N802 - Spark's API
         if str(event.id) == self.query_id:
             self.publisher.close()
             self.spark.streams.removeListener(self)

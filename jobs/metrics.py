@@ -13,7 +13,6 @@ must not block it. A background thread appends the buffer to the table every
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import deque
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
-from pyspark.sql.streaming import StreamingQueryListener
 from pyspark.sql.types import (
     DoubleType,
     LongType,
@@ -34,6 +32,7 @@ from pyspark.sql.types import (
 )
 
 from jobs.config import Config
+from jobs.streaming import ProgressJsonListener
 from jobs.tables import PIPELINE_METRICS
 
 logger = logging.getLogger(__name__)
@@ -109,7 +108,7 @@ def progress_record(progress: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-class MetricsListener(StreamingQueryListener):
+class MetricsListener(ProgressJsonListener):
     """Buffers one record per progress event; never touches the table itself."""
 
     def __init__(self, recorder: MetricsRecorder) -> None:
@@ -119,14 +118,11 @@ class MetricsListener(StreamingQueryListener):
     def onQueryStarted(self, event: Any) -> None:  # noqa: N802 - Spark's API
         logger.info("query %s started (id %s)", event.name, event.id)
 
-    def onQueryProgress(self, event: Any) -> None:  # noqa: N802
+    def on_progress(self, progress: dict[str, Any]) -> None:
         try:
-            self._recorder.add(progress_record(json.loads(event.progress.json)))
+            self._recorder.add(progress_record(progress))
         except Exception:  # a bad event must never break the listener bus
             logger.exception("cannot record a progress event")
-
-    def onQueryIdle(self, event: Any) -> None:  # noqa: N802
-        pass
 
     def onQueryTerminated(self, event: Any) -> None:  # noqa: N802
         if event.exception:
