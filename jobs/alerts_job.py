@@ -2,8 +2,9 @@
 
 Delivery: each micro-batch's alerts are collected on the driver (they are few), the ones not
 yet in gold/alerts are published to Kafka (acks=all, flushed) and then MERGEd into the table
-keyed on the deterministic alert_id. A crash between the two replays the batch: the alerts are
-published again with the same alert_id (at-least-once) and the MERGE inserts nothing twice.
+keyed on the deterministic alert_id (appended, while the table holds no files yet). A crash
+between the two replays the batch: the alerts are published again with the same alert_id
+(at-least-once) and the MERGE inserts nothing twice.
 """
 
 from __future__ import annotations
