@@ -184,3 +184,20 @@ def test_sensors_sharing_a_state_key_keep_their_own_rules(spark, cfg: Config) ->
     append_silver(spark, one, [silver_row(s, at(62), 20.0) for s in ("A", "B", "C")])
     run_once(spark, one)
     assert table_alerts(spark, one) - offline == {("C", "SENSOR_RECOVERED", None, at(62))}
+
+
+def test_alert_state_stays_flat_over_a_simulated_run(spark, base_cfg: Config,
+                                                     tmp_path: Path) -> None:
+    """`lakehouse bench-state` on a small fleet: its own broker and data folder, one alerts
+    run per half hour of event time; the state stops growing once every sensor is known."""
+    from jobs.bench_state import alert_state_run
+
+    points = alert_state_run(base_cfg, sensors=12, hours=2.0, chunk_min=30.0,
+                             interval_s=60.0, folder=tmp_path / "state")
+    assert [p.event_time_upto[:16] for p in points] == [
+        f"2024-01-10T{h:02d}:{m:02d}" for h, m in ((0, 30), (1, 0), (1, 30), (2, 0))]
+    readings = [p.readings for p in points]
+    assert readings == sorted(readings) and readings[0] > 0 and len(set(readings)) == 4
+    assert all(p.state_rows for p in points), points
+    assert len({p.state_rows for p in points}) == 1, "the state grew with the readings"
+    assert all(p.batch_ms for p in points)
