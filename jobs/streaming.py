@@ -146,11 +146,11 @@ class ProgressJsonListener(StreamingQueryListener):
 
     PySpark's own bridge turns a progress event into Python objects by iterating each of its
     Java maps through py4j, and py4j ends every such iteration on a Java
-    NoSuchElementException. PySpark's error conversion then asks the JVM ~40 times whether
-    the exception is of some class, and each answer tries class names that do not exist,
-    which scans every jar on the class path. That made the listener thread the third-busiest
-    of the driver in a cold start (JFR: 9 % of its samples, three quarters of them in jar
-    lookups). Here the JVM serialises the progress to JSON in one call instead.
+    NoSuchElementException. PySpark's error conversion then asks the JVM about twelve times
+    whether the exception is of some class, and each question looks up class names that do
+    not exist, which scans every jar on the class path. That made the listener thread the
+    third-busiest of the driver in a cold start (JFR: 9 % of its samples, three quarters of
+    them in jar lookups). Here the JVM serialises the progress to JSON in one call instead.
     Subclasses implement ``on_progress``; started, idle and terminated events are PySpark's.
     """
 
@@ -158,6 +158,8 @@ class ProgressJsonListener(StreamingQueryListener):
         """One progress event, as ``StreamingQueryProgress.json`` parsed."""
 
     def onQueryProgress(self, event: Any) -> None:  # noqa: N802 - Spark's API
+        # Abstract in the base class; reached only through PySpark's own bridge, which
+        # _jlistener below replaces.
         self.on_progress(json.loads(event.progress.json))
 
     def onQueryStarted(self, event: Any) -> None:  # noqa: N802
