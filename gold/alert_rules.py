@@ -202,6 +202,11 @@ class SensorAlertState:
     def history_len(self) -> int:
         return len(self._t)
 
+    def has_reading_at(self, t_ms: int) -> bool:
+        """Does the history hold a processed reading at exactly ``t_ms``?"""
+        i = bisect.bisect_left(self._t, t_ms)
+        return i < len(self._t) and self._t[i] == t_ms
+
     # --- entry points -------------------------------------------------------------------
 
     def process(self, readings: Iterable[Reading], *, now: datetime) -> list[Alert]:

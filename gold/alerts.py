@@ -31,20 +31,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StatefulProcessor, StatefulProcessorHandle
 from pyspark.sql.streaming.stateful_processor import ExpiredTimerInfo, TimerValues
+from pyspark.sql.types import BooleanType, StructField, StructType
 
-from gold.alert_rules import SCALAR_FIELDS, Alert, Reading, SensorAlertState, ddl
+from gold.alert_rules import SCALAR_FIELDS, Alert, Reading, SensorAlertState, ddl, to_ms
 from gold.schema import ALERT_SCHEMA
 from jobs.config import AlertsConfig
+from silver.transform import static_rules
 
 logger = logging.getLogger(__name__)
 
 INPUT_COLUMNS: tuple[str, ...] = (
     "sensor_id", "event_time", "temperature", "humidity", "pressure", "location",
+    "partition", "offset", "kafka_timestamp",
 )
+# The processor's output: an alert row, and whether the real-time static-threshold query
+# (`static_alert_rows` under `published_early`) has already put it on Kafka.
+EARLY_COLUMN = "published_early"
+OUTPUT_SCHEMA = StructType([*ALERT_SCHEMA.fields, StructField(EARLY_COLUMN, BooleanType(), False)])
 BUCKET_COLUMN = "sensor_bucket"
 # State layout (declared to Spark in `AlertProcessor.init`).
 SENSOR_KEY = "sensor_id string"
@@ -60,9 +67,14 @@ def _now(timer_values: TimerValues) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def _frame(alerts: list[Alert]) -> pd.DataFrame:
-    rows = [a.as_row() for a in alerts]
-    frame = pd.DataFrame(rows, columns=ALERT_SCHEMA.fieldNames())
+STATIC_TYPES = frozenset(("HIGH_TEMP", "LOW_TEMP", "HIGH_HUMIDITY"))
+
+
+def _frame(alerts: list[Alert], early: set[tuple[str, int]]) -> pd.DataFrame:
+    """Alert rows; a static alert of a reading in ``early`` (sensor, ms) is marked published."""
+    rows = [{**a.as_row(), EARLY_COLUMN: a.alert_type in STATIC_TYPES
+             and (a.sensor_id, to_ms(a.event_time)) in early} for a in alerts]
+    frame = pd.DataFrame(rows, columns=OUTPUT_SCHEMA.fieldNames())
     for col in ("event_time", "detected_at"):
         frame[col] = pd.to_datetime(frame[col], utc=True)
     for col in ("value", "threshold"):
@@ -70,17 +82,46 @@ def _frame(alerts: list[Alert]) -> pd.DataFrame:
     return frame
 
 
-def _readings_by_sensor(frames: Iterable[pd.DataFrame]) -> dict[str, list[Reading]]:
-    out: dict[str, list[Reading]] = {}
+@dataclass(frozen=True)
+class _Batch:
+    """One bucket's input rows: each sensor's readings, unique by event time, and the
+    (sensor, ms) of the readings whose static alerts the real-time query publishes."""
+
+    readings: dict[str, list[Reading]]
+    early: set[tuple[str, int]]
+
+
+def _batch(frames: Iterable[pd.DataFrame], early_window_ms: int | None) -> _Batch:
+    """Group rows by sensor; of rows with the same (sensor, event time) keep the first by
+    source position (partition, offset), as silver's de-duplication does."""
+    rows: list[tuple] = []
     for frame in frames:
         times = pd.to_datetime(frame["event_time"], utc=True)
         ms = (times.astype("int64") // 1_000_000).tolist()  # ns -> ms (pandas 2 keeps ns)
-        for sid, t, temp, hum, pres, loc in zip(
-                frame["sensor_id"].tolist(), ms, frame["temperature"].tolist(),
-                frame["humidity"].tolist(), frame["pressure"].tolist(),
-                frame["location"].tolist(), strict=True):
-            out.setdefault(str(sid), []).append(Reading(t, temp, hum, pres, loc))
-    return out
+        produced = pd.to_datetime(frame["kafka_timestamp"], utc=True)
+        produced_ms = [None if pd.isna(p) else int(p.value // 1_000_000) for p in produced]
+        rows += zip(frame["sensor_id"].tolist(), ms, _positions(frame["partition"]),
+                    _positions(frame["offset"]), frame["temperature"].tolist(),
+                    frame["humidity"].tolist(), frame["pressure"].tolist(),
+                    frame["location"].tolist(), produced_ms, strict=True)
+    rows.sort(key=lambda r: (str(r[0]), r[1], r[2], r[3]))
+    out: dict[str, list[Reading]] = {}
+    early: set[tuple[str, int]] = set()
+    last: tuple[str, int] | None = None
+    for sid, t, _part, _off, temp, hum, pres, loc, kt in rows:
+        sid = str(sid)
+        if (sid, t) == last:
+            continue  # a duplicate of the reading just kept
+        last = (sid, t)
+        out.setdefault(sid, []).append(Reading(t, temp, hum, pres, loc))
+        if early_window_ms is not None and kt is not None and t >= kt - early_window_ms:
+            early.add((sid, t))
+    return _Batch(out, early)
+
+
+def _positions(values: pd.Series) -> list[int]:
+    """Source positions for sorting; a source without them (files, socket) sorts as -1."""
+    return [-1 if pd.isna(v) else int(v) for v in values.tolist()]
 
 
 @dataclass
@@ -94,12 +135,14 @@ class _Index:
 class AlertProcessor(StatefulProcessor):
     """Runs the alert rules of every sensor of one bucket; state in RocksDB via the handle."""
 
-    def __init__(self, cfg: AlertsConfig, *, evict_after_ms: int) -> None:
+    def __init__(self, cfg: AlertsConfig, *, evict_after_ms: int,
+                 early_window_ms: int | None = None) -> None:
         if evict_after_ms <= cfg.offline.after_s * 1000:
             raise ValueError("alerts.state_ttl_s must be longer than alerts.offline.after_s")
         self.cfg = cfg
         self.evict_after_ms = evict_after_ms
         self.offline_after_ms = cfg.offline.after_s * 1000
+        self.early_window_ms = early_window_ms
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.handle = handle
@@ -171,14 +214,17 @@ class AlertProcessor(StatefulProcessor):
     def handleInputRows(self, key: tuple, rows: Iterator[pd.DataFrame],
                         timerValues: TimerValues) -> Iterator[pd.DataFrame]:
         idx = self._load_index()
-        readings = _readings_by_sensor(rows)
+        batch = _batch(rows, self.early_window_ms)
+        readings = batch.readings
         now = _now(timerValues)
         # A deadline already behind the watermark would never fire as a timer.
         watermark = timerValues.getCurrentWatermarkInMs()
         alerts: list[Alert] = []
         for sid in sorted(readings):
             st = self._load(sid)
-            alerts += st.process(readings[sid], now=now)
+            # Readings the sensor's history already holds are duplicates of kept readings.
+            fresh = [r for r in readings[sid] if not st.has_reading_at(r.t_ms)]
+            alerts += st.process(fresh, now=now)
             if watermark > 0:
                 alerts += st.on_watermark(watermark, now=now, details="watermark")
             self._store(idx, st)
@@ -186,7 +232,7 @@ class AlertProcessor(StatefulProcessor):
             alerts += self._sweep(idx, watermark, now, done=readings)
         self._save_index(idx)
         if alerts:
-            yield _frame(alerts)
+            yield _frame(alerts, batch.early)
 
     def handleExpiredTimer(self, key: tuple, timerValues: TimerValues,
                            expiredTimerInfo: ExpiredTimerInfo) -> Iterator[pd.DataFrame]:
@@ -197,28 +243,80 @@ class AlertProcessor(StatefulProcessor):
         alerts = self._sweep(idx, watermark, _now(timerValues))
         self._save_index(idx)
         if alerts:
-            yield _frame(alerts)
+            yield _frame(alerts, set())
 
     def close(self) -> None:
         pass
 
 
-def alert_stream(readings: DataFrame, *, cfg: AlertsConfig, watermark: str) -> DataFrame:
-    """Silver readings (stream or batch) -> alert rows in ALERT_SCHEMA.
+def alert_stream(readings: DataFrame, *, cfg: AlertsConfig, watermark: str,
+                 early_window_s: int | None = None) -> DataFrame:
+    """Valid readings (stream or batch) -> alert rows in OUTPUT_SCHEMA.
 
-    Keeps only INPUT_COLUMNS, puts the watermark on event_time, groups by the sensor's bucket
-    and runs `AlertProcessor` in event-time mode (append output).
+    ``readings`` has INPUT_COLUMNS (more are dropped) and may hold duplicates: of readings
+    with the same (sensor_id, event_time) the rules see the first by source position, once.
+    Puts the watermark on event_time, groups by the sensor's bucket and runs `AlertProcessor`
+    in event-time mode (append output). With ``early_window_s`` the static alerts that
+    `static_alert_rows` publishes (readings produced at most that long after their event
+    time) come out with ``published_early`` true.
     """
     bucket = F.pmod(F.xxhash64("sensor_id"), F.lit(cfg.key_buckets))
+    early_ms = None if early_window_s is None else early_window_s * 1000
     return (
         readings.select(*INPUT_COLUMNS)
         .withWatermark("event_time", watermark)
         .withColumn(BUCKET_COLUMN, bucket)
         .groupBy(BUCKET_COLUMN)
         .transformWithStateInPandas(
-            statefulProcessor=AlertProcessor(cfg, evict_after_ms=cfg.state_ttl_s * 1000),
-            outputStructType=ALERT_SCHEMA,
+            statefulProcessor=AlertProcessor(cfg, evict_after_ms=cfg.state_ttl_s * 1000,
+                                             early_window_ms=early_ms),
+            outputStructType=OUTPUT_SCHEMA,
             outputMode="Append",
             timeMode="EventTime",
         )
     )
+
+
+def published_early(event_time: Column, produced: Column, window_s: int) -> Column:
+    """Is a reading fresh enough for the real-time query: produced at most ``window_s`` after
+    its event time? (The alerts query's watermark drops readings older than that.)"""
+    return event_time >= produced - F.expr(f"INTERVAL {int(window_s)} SECONDS")
+
+
+def alert_id_column(sensor_id: Column, alert_type: Column, metric: Column,
+                    event_time: Column) -> Column:
+    """`gold.alert_rules.alert_id` as a column expression: the same id for the same alert."""
+    ms = F.floor(F.unix_micros(event_time) / 1000).cast("long").cast("string")
+    raw = F.concat_ws("|", sensor_id, alert_type, F.coalesce(metric, F.lit("")), ms)
+    return F.substring(F.sha2(raw, 256), 1, 32)
+
+
+def static_alert_rows(readings: DataFrame, *, cfg: AlertsConfig, detected_at: Column
+                      ) -> DataFrame:
+    """Valid readings -> one row per static-threshold alert (HIGH_TEMP, LOW_TEMP,
+    HIGH_HUMIDITY) in ALERT_SCHEMA, each with the alert_id the stateful rules give it.
+
+    Stateless (projections, filter, explode), so it runs in Spark's Real-Time Mode.
+    """
+    candidates = F.array(*[
+        F.when(rule.hit(F.col(rule.metric)), F.struct(
+            F.lit(rule.alert_type).alias("alert_type"),
+            F.when(rule.is_critical(F.col(rule.metric)), F.lit("CRITICAL"))
+            .otherwise(F.lit("WARNING")).alias("severity"),
+            F.lit(rule.metric).alias("metric"),
+            F.col(rule.metric).alias("value"),
+            F.lit(float(rule.threshold)).alias("threshold"),
+        )) for rule in static_rules(cfg)
+    ])
+    hits = readings.select(
+        "sensor_id", "location", "event_time",
+        F.explode(F.filter(candidates, lambda a: a.isNotNull())).alias("a"))
+    cols = {
+        "alert_id": alert_id_column(F.col("sensor_id"), F.col("a.alert_type"),
+                                    F.col("a.metric"), F.col("event_time")),
+        "alert_type": F.col("a.alert_type"), "severity": F.col("a.severity"),
+        "detected_at": detected_at, "metric": F.col("a.metric"), "value": F.col("a.value"),
+        "threshold": F.col("a.threshold"), "details": F.lit(None),
+    }
+    return hits.select(*[cols.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name)
+                         for f in ALERT_SCHEMA.fields])

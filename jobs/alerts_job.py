@@ -1,10 +1,17 @@
-"""The alerts query: silver readings -> gold/alerts (Delta MERGE) and Kafka `iot-alerts`.
+"""The alerts query: readings straight from Kafka -> every rule -> gold/alerts (Delta MERGE)
+and Kafka `iot-alerts`.
+
+One hop: the query reads the input topic itself through silver's parse and rules
+(`jobs.silver_job.source_readings`), so an alert waits for no bronze or silver commit; the
+rules see each (sensor_id, event_time) once, as silver keeps it (`gold.alerts`).
 
 Delivery: each micro-batch's alerts are collected on the driver (they are few), the ones not
 yet in gold/alerts are published to Kafka (acks=all, flushed) and then MERGEd into the table
 keyed on the deterministic alert_id (appended, while the table holds no files yet). A crash
 between the two replays the batch: the alerts are published again with the same alert_id
-(at-least-once) and the MERGE inserts nothing twice.
+(at-least-once) and the MERGE inserts nothing twice. Static-threshold alerts that the
+real-time query (`jobs.realtime_alerts_job`) publishes are written here but not published
+again.
 """
 
 from __future__ import annotations
@@ -22,11 +29,11 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from gold.alerts import alert_stream
+from gold.alerts import EARLY_COLUMN, alert_stream
 from gold.schema import ALERT_SCHEMA
-from jobs import tables
+from jobs import realtime_alerts_job, tables
 from jobs.config import Config, KafkaConfig
-from jobs.silver_job import ensure_readings_table
+from jobs.silver_job import ensure_readings_table, source_readings
 from jobs.streaming import (
     ProgressJsonListener,
     holds_no_files,
@@ -106,15 +113,21 @@ def ensure_alerts_table(spark: SparkSession, cfg: Config) -> str:
     return path
 
 
-# The alerts query's state layout (gold/alerts.py), recorded beside its checkpoint: Spark
-# cannot tell that a checkpoint was made with another alerts.key_buckets (same key schema,
-# other sensors per key) and would go on with every sensor's state out of reach.
-STATE_LAYOUT = "sensor-buckets-v1"
+# The alerts query's state layout (gold/alerts.py) and input, recorded beside its
+# checkpoint: Spark cannot tell that a checkpoint was made with another alerts.key_buckets
+# (same key schema, other sensors per key) and would go on with every sensor's state out of
+# reach. v1 read the silver table; v2 reads the source (Kafka, or bronze for other sources).
+STATE_LAYOUT = "sensor-buckets-v2"
 LAYOUT_FILE = "lakehouse-state-layout.json"
 
 
+def _input(cfg: Config) -> str:
+    return "kafka" if cfg.streaming.source == "kafka" else "bronze"
+
+
 def state_layout(cfg: Config) -> dict[str, Any]:
-    return {"layout": STATE_LAYOUT, "key_buckets": cfg.alerts.key_buckets}
+    return {"layout": STATE_LAYOUT, "key_buckets": cfg.alerts.key_buckets,
+            "input": _input(cfg)}
 
 
 def layout_problem(cfg: Config) -> str | None:
@@ -133,6 +146,9 @@ def layout_problem(cfg: Config) -> str | None:
         return f"{marker} cannot be read ({exc})"
     if found == state_layout(cfg):
         return None
+    if found.get("layout") == STATE_LAYOUT and found.get("input") != _input(cfg):
+        return (f"it reads {found.get('input')} but streaming.source={cfg.streaming.source} "
+                f"reads {_input(cfg)}: set the source back or start the query afresh")
     if found.get("layout") == STATE_LAYOUT:
         return (f"it was made with alerts.key_buckets={found.get('key_buckets')} but the config "
                 f"says {cfg.alerts.key_buckets}: set it back "
@@ -160,25 +176,38 @@ _DELIVERY = threading.Lock()
 
 def deliver_alerts(spark: SparkSession, cfg: Config, publisher: AlertPublisher,
                    rows: list[Row]) -> tuple[int, int]:
-    """Publish the alerts not yet in gold/alerts, then MERGE all; returns (unique, new)."""
-    unique = list({r["alert_id"]: r for r in rows}.values())
+    """Publish the alerts not yet in gold/alerts, then MERGE all; returns (unique, new).
+
+    A row whose ``published_early`` is true (the real-time query put it on Kafka) is written
+    but not published again.
+    """
+    names = ALERT_SCHEMA.fieldNames()
+    by_id: dict[str, dict[str, Any]] = {}
+    early: set[str] = set()
+    for r in rows:
+        d = r.asDict()
+        if d.get(EARLY_COLUMN):
+            early.add(d["alert_id"])
+        by_id[d["alert_id"]] = {k: d[k] for k in names}
+    unique = list(by_id.values())
     if not unique:
         return 0, 0
     path = cfg.paths.table(tables.ALERTS)
     with _DELIVERY:
-        incoming = spark.createDataFrame(unique, ALERT_SCHEMA)
+        incoming = spark.createDataFrame([tuple(a[k] for k in names) for a in unique],
+                                         ALERT_SCHEMA)
         if holds_no_files(spark, path):
             # The table's first alerts (the ones a new user waits for): nothing to look up or
             # to match, so an append replaces the lookup and the MERGE. A crash after it
             # replays the batch into the MERGE below, which inserts nothing twice.
-            publisher.publish([r.asDict() for r in unique])
+            publisher.publish([a for a in unique if a["alert_id"] not in early])
             incoming.write.format("delta").mode("append").save(str(path))
             return len(unique), len(unique)
         existing = {r["alert_id"] for r in spark.read.format("delta").load(str(path))
                     .join(incoming.select("alert_id"), "alert_id", "left_semi")
                     .select("alert_id").collect()}
-        new = [r.asDict() for r in unique if r["alert_id"] not in existing]
-        publisher.publish(new)
+        new = [a for a in unique if a["alert_id"] not in existing]
+        publisher.publish([a for a in new if a["alert_id"] not in early])
         (DeltaTable.forPath(spark, str(path)).alias("t")
          .merge(incoming.alias("s"), "t.alert_id = s.alert_id")
          .whenNotMatchedInsertAll().execute())
@@ -214,7 +243,7 @@ def silent_fleet_offline(spark: SparkSession, cfg: Config, *, anchor_ms: int,
     from gold.alert_rules import from_ms, severity
 
     after_s = cfg.alerts.offline.after_s
-    delay_s = _interval_s(cfg.streaming.watermark)
+    delay_s = cfg.streaming.watermark_s
     since = from_ms(anchor_ms - (after_s + delay_s) * 1000)
     last = (spark.read.format("delta").load(str(cfg.paths.table(tables.SILVER_READINGS)))
             .where(F.col("event_time") > F.lit(since))
@@ -234,20 +263,6 @@ def silent_fleet_offline(spark: SparkSession, cfg: Config, *, anchor_ms: int,
                        detected_at=now, metric=None, value=float(after_s),
                        threshold=float(after_s), details=details))
     return out
-
-
-_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-
-
-def _interval_s(interval: str) -> int:
-    """Seconds of a Spark interval string such as "10 minutes" or "1 hour 30 minutes"."""
-    parts = interval.split()
-    if not parts or len(parts) % 2:
-        raise ValueError(f"cannot read interval {interval!r}")
-    total = 0
-    for count, unit in zip(parts[::2], parts[1::2], strict=True):
-        total += int(count) * _UNITS[unit.lower().rstrip("s")]
-    return total
 
 
 class SilentFleetWatchdog(threading.Thread):
@@ -305,16 +320,16 @@ class _ClosePublisherOnEnd(ProgressJsonListener):
 
 
 def start_alerts(spark: SparkSession, cfg: Config, *, trigger: dict[str, Any]) -> StreamingQuery:
-    """Start the `alerts` query over the silver Delta stream; `trigger` goes to .trigger()."""
+    """Start the `alerts` query over the source's readings; `trigger` goes to .trigger()."""
     ensure_alerts_table(spark, cfg)
     # Keyed sink (MERGE on alert_id, at-least-once Kafka): re-running batch 0 is safe.
     reset_if_first_batch_uncommitted(cfg.paths.checkpoint(QUERY_NAME))
     record_layout(cfg)
-    silver = str(cfg.paths.table(tables.SILVER_READINGS))
-    # A continuous run starts this query before silver's (jobs.runner.COLD_START_RANK).
+    # The silent-fleet watchdog reads silver's last readings.
     ensure_readings_table(spark, cfg)
-    readings = spark.readStream.format("delta").load(silver)
-    alerts = alert_stream(readings, cfg=cfg.alerts, watermark=cfg.streaming.watermark)
+    alerts = alert_stream(source_readings(spark, cfg), cfg=cfg.alerts,
+                          watermark=cfg.streaming.watermark,
+                          early_window_s=realtime_alerts_job.early_window_s(cfg))
     publisher = AlertPublisher(cfg.kafka)
     if "processingTime" in trigger:  # a live query: its first alerts should not wait for it
         publisher.connect_in_background()
@@ -331,7 +346,7 @@ def start_alerts(spark: SparkSession, cfg: Config, *, trigger: dict[str, Any]) -
     listener.query_id = str(query.id)
     if "processingTime" in trigger:  # a live query: watch for a fleet gone silent
         SilentFleetWatchdog(spark, cfg, query, publisher).start()
-    logger.info("alerts query started (%s) from %s", trigger, silver)
+    logger.info("alerts query started (%s) from %s", trigger, cfg.streaming.source)
     return query
 
 

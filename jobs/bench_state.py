@@ -1,9 +1,9 @@
 """The alerts query's state size over a long simulated run (issue 6): does it stay flat?
 
-Clean generator readings (every event kind on) are written straight into a scratch silver
-table one chunk of event time at a time; after each chunk the real alerts query runs
-(availableNow, publishing to a private broker) and the state store metrics of its stateful
-operator are read from its progress. Flat means: once every sensor has been seen, the
+Clean generator readings (every event kind on) are produced to a private broker's input topic
+one chunk of event time at a time; after each chunk the real alerts query runs (availableNow,
+reading that topic and publishing to the broker's alert topic) and the state store metrics of
+its stateful operator are read from its progress. Flat means: once every sensor has been seen, the
 state rows and memory stop growing while the readings keep coming.
 """
 
@@ -20,9 +20,8 @@ from pathlib import Path
 from generator.events import EVENT_KINDS
 from generator.fleet import make_fleet
 from generator.stream import GeneratorSpec, generate_messages
-from jobs import broker, tables
+from jobs import broker
 from jobs.config import Config
-from silver.schema import SILVER_SCHEMA
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +37,8 @@ class StatePoint:
     batch_ms: int | None
 
 
-def _chunks(spec: GeneratorSpec, chunk: timedelta) -> Iterator[tuple[datetime, list[tuple]]]:
-    """Silver rows of the generated readings, one list per ``chunk`` of event time."""
-    names = SILVER_SCHEMA.fieldNames()
+def _chunks(spec: GeneratorSpec, chunk: timedelta) -> Iterator[tuple[datetime, list[bytes]]]:
+    """The generated wire messages, one list per ``chunk`` of event time."""
     edge, rows = START + chunk, []
     for msg in generate_messages(spec):
         d = json.loads(msg.value)
@@ -48,11 +46,20 @@ def _chunks(spec: GeneratorSpec, chunk: timedelta) -> Iterator[tuple[datetime, l
         while t >= edge:
             yield edge, rows
             edge, rows = edge + chunk, []
-        rec = {"sensor_id": d["sensor_id"], "event_time": t,
-               "temperature": float(d["temperature"]), "humidity": float(d["humidity"]),
-               "pressure": float(d["pressure"]), "location": d.get("location")}
-        rows.append(tuple(rec.get(n) for n in names))
+        rows.append(msg.value)
     yield edge, rows
+
+
+def _produce(cfg: Config, values: list[bytes]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=cfg.kafka.bootstrap, acks="all", linger_ms=20)
+    try:
+        for value in values:
+            producer.send(cfg.kafka.topic_in, value)
+        producer.flush()
+    finally:
+        producer.close()
 
 
 def alert_state_run(base: Config, *, sensors: int, hours: float, chunk_min: float = 30.0,
@@ -80,8 +87,7 @@ def alert_state_run(base: Config, *, sensors: int, hours: float, chunk_min: floa
         total = 0
         for edge, rows in _chunks(spec, timedelta(minutes=chunk_min)):
             if rows:
-                (spark.createDataFrame(rows, SILVER_SCHEMA).write.format("delta")
-                 .mode("append").save(str(cfg.paths.table(tables.SILVER_READINGS))))
+                _produce(cfg, rows)
                 total += len(rows)
             query = start_alerts(spark, cfg, trigger={"availableNow": True})
             query.awaitTermination()

@@ -22,19 +22,28 @@ logger = logging.getLogger(__name__)
 QUERY_NAME = "bronze"
 
 
+def kafka_source(spark: SparkSession, cfg: Config, *, rate_limit: bool = True) -> DataFrame:
+    """The input topic as a stream in the bronze shape (every query that reads Kafka).
+
+    ``rate_limit``: at most streaming.max_offsets_per_trigger per micro-batch (Real-Time
+    Mode, which has no micro-batches to bound, takes none).
+    """
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", cfg.kafka.bootstrap)
+        .option("subscribe", cfg.kafka.topic_in)
+        .option("startingOffsets", cfg.streaming.starting_offsets)
+    )
+    if rate_limit:
+        reader = reader.option("maxOffsetsPerTrigger", cfg.streaming.max_offsets_per_trigger)
+    return from_kafka(reader.load())
+
+
 def read_source(spark: SparkSession, cfg: Config) -> DataFrame:
     """The configured source as a stream in the bronze shape."""
     s = cfg.streaming
     if s.source == "kafka":
-        raw = (
-            spark.readStream.format("kafka")
-            .option("kafka.bootstrap.servers", cfg.kafka.bootstrap)
-            .option("subscribe", cfg.kafka.topic_in)
-            .option("startingOffsets", s.starting_offsets)
-            .option("maxOffsetsPerTrigger", s.max_offsets_per_trigger)
-            .load()
-        )
-        return from_kafka(raw)
+        return kafka_source(spark, cfg)
     if s.source == "files":
         folder = s.files_dir or cfg.paths.data_dir / "incoming"
         folder.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,23 @@ class ConfigError(ValueError):
     """The configuration file or an override is invalid; the message names the key."""
 
 
+_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def interval_seconds(interval: str) -> int:
+    """Seconds of a Spark interval string such as "10 minutes" or "1 hour 30 minutes"."""
+    parts = interval.split()
+    if not parts or len(parts) % 2:
+        raise ConfigError(f"cannot read interval {interval!r} (say e.g. '10 minutes')")
+    total = 0
+    for count, unit in zip(parts[::2], parts[1::2], strict=True):
+        name = unit.lower().rstrip("s")
+        if name not in _UNITS or not count.isdigit():
+            raise ConfigError(f"cannot read interval {interval!r} (say e.g. '10 minutes')")
+        total += int(count) * _UNITS[name]
+    return total
+
+
 @dataclass(frozen=True)
 class PathsConfig:
     data_dir: Path = Path("data")
@@ -95,7 +112,7 @@ class KafkaConfig:
 
 @dataclass(frozen=True)
 class SparkConfig:
-    master: str = "local[*]"
+    master: str = "local[8]"
     app_name: str = "iot-lakehouse"
     shuffle_partitions: int = 2
     driver_memory: str = "2g"
@@ -119,6 +136,19 @@ class StreamingConfig:
     healthy_reset_s: float = 300.0        # this long without a failure resets the restart count
     deferred_start_s: float = 300.0       # gold aggregates start at most this long after the rest
     metrics_flush_s: float = 5.0          # gold/pipeline_metrics: one append per flush
+    # Micro-batch interval per query (name -> interval); trigger_interval for the others.
+    triggers: Mapping[str, str] = field(default_factory=dict)
+    # Static thresholds in Spark's Real-Time Mode (a Kafka source only). The batch is the
+    # query's checkpoint interval, not a latency.
+    realtime_alerts: bool = True
+    realtime_batch: str = "5 minutes"
+
+    def trigger_for(self, query: str) -> str:
+        return self.triggers.get(query, self.trigger_interval)
+
+    @property
+    def watermark_s(self) -> int:
+        return interval_seconds(self.watermark)
 
 
 @dataclass(frozen=True)

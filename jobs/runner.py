@@ -33,12 +33,37 @@ STARTERS: dict[str, tuple[str, ...]] = {
     "bronze": ("jobs.bronze_job:start",),
     "silver": ("jobs.silver_job:start",),
     "gold": (
-        # alerts first: on a cold start it gets its first batch in before the aggregates
+        # the alert path first: both read Kafka themselves, one hop from the reading
+        "jobs.realtime_alerts_job:start",
         "jobs.alerts_job:start_alerts",
         "jobs.gold_job:start_aggregates",
         "jobs.gold_job:start_alert_dependents",  # reads gold/alerts: after the alert query
     ),
 }
+# Each starter's key in streaming.triggers (its micro-batch interval).
+TRIGGER_KEYS: dict[str, str] = {
+    "jobs.bronze_job:start": "bronze",
+    "jobs.silver_job:start": "silver",
+    "jobs.realtime_alerts_job:start": "alerts_realtime",
+    "jobs.alerts_job:start_alerts": "alerts",
+    "jobs.gold_job:start_aggregates": "gold_aggregates",
+    "jobs.gold_job:start_alert_dependents": "gold_dependents",
+}
+REALTIME = "jobs.realtime_alerts_job:start"
+
+
+def continuous_trigger(ref: str, cfg: Config) -> dict[str, Any]:
+    """The trigger of a starter's queries in a continuous run, from the config."""
+    if ref == REALTIME:
+        return {"realTime": cfg.streaming.realtime_batch}
+    return {"processingTime": cfg.streaming.trigger_for(TRIGGER_KEYS.get(ref, ref))}
+
+
+def check_triggers(cfg: Config) -> None:
+    unknown = set(cfg.streaming.triggers) - set(TRIGGER_KEYS.values())
+    if unknown:
+        raise RunnerError(f"streaming.triggers: unknown key(s) {sorted(unknown)}; the keys are "
+                          f"{', '.join(sorted(TRIGGER_KEYS.values()))}")
 
 
 class RunnerError(RuntimeError):
@@ -76,6 +101,7 @@ def parse_layers(text: str) -> list[str]:
 POOLS: dict[str, str] = {
     "jobs.bronze_job:start": "ingest",
     "jobs.silver_job:start": "ingest",
+    "jobs.realtime_alerts_job:start": "alerts",
     "jobs.alerts_job:start_alerts": "alerts",
 }
 
@@ -88,7 +114,8 @@ POOLS: dict[str, str] = {
 # silver's first data batch, which the first alert waits for. (A run --once keeps the layer
 # order: each layer there reads what the one before it wrote.)
 COLD_START_RANK: dict[str, int] = {
-    "jobs.bronze_job:start": 0, "jobs.alerts_job:start_alerts": 1, "jobs.silver_job:start": 2,
+    "jobs.realtime_alerts_job:start": 0, "jobs.alerts_job:start_alerts": 1,
+    "jobs.bronze_job:start": 2, "jobs.silver_job:start": 3,
 }
 
 DEFERRED: frozenset[str] = frozenset({
@@ -101,7 +128,7 @@ def _resolve(ref: str) -> Starter:
     start = getattr(importlib.import_module(module), func)
     pool = POOLS.get(ref, "gold")
 
-    def start_in_pool(spark: SparkSession, cfg: Config, *, trigger: dict) -> Any:
+    def start_in_pool(spark: SparkSession, cfg: Config, *, trigger: dict[str, Any]) -> Any:
         # A query's thread inherits the starting thread's local properties, and every job
         # it runs (foreachBatch included) is scheduled in that pool.
         spark.sparkContext.setLocalProperty("spark.scheduler.pool", pool)
@@ -173,14 +200,16 @@ def run_continuous(
 ) -> None:
     """Start every query and supervise until Ctrl-C/SIGTERM (or ``stop_event``)."""
     stop_event = stop_event or threading.Event()
-    trigger = {"processingTime": cfg.streaming.trigger_interval}
+    check_triggers(cfg)
     units = [_Supervised(ref, start) for ref, start in _starters(layers)]
     deferred = [u for u in units if u.ref in DEFERRED]
     units = [u for u in units if u.ref not in DEFERRED]
     recorder = metrics.start_recording(spark, cfg)
     for unit in sorted(units, key=lambda u: COLD_START_RANK.get(u.ref, len(COLD_START_RANK))):
-        unit.queries = _as_list(unit.start(spark, cfg, trigger=trigger))
-    path_end = units[-1] if units else None  # the most downstream query started so far
+        unit.queries = _as_list(unit.start(spark, cfg, trigger=continuous_trigger(unit.ref, cfg)))
+    # the query whose first data lets the deferred ones start: the stateful alerts query
+    path_end = next((u for u in units if u.ref == "jobs.alerts_job:start_alerts"),
+                    units[-1] if units else None)
     if console:
         units.append(_console_unit(spark, cfg, layers))
     _install_signal_handlers(stop_event)
@@ -192,10 +221,11 @@ def run_continuous(
                 logger.info("alert path warm after %.0f s: starting %s",
                             time.monotonic() - started, ", ".join(u.ref for u in deferred))
                 for unit in deferred:
-                    unit.queries = _as_list(unit.start(spark, cfg, trigger=trigger))
+                    unit.queries = _as_list(unit.start(spark, cfg,
+                                                       trigger=continuous_trigger(unit.ref, cfg)))
                 units, deferred = units + deferred, []
             for unit in units:
-                _supervise(unit, spark, cfg, trigger)
+                _supervise(unit, spark, cfg)
             if time.monotonic() - last_progress >= progress_every_s:
                 last_progress = time.monotonic()
                 _log_progress(units)
@@ -214,7 +244,7 @@ def _has_processed_data(unit: _Supervised | None) -> bool:
         p.get("numInputRows", 0) > 0 for q in unit.queries for p in q.recentProgress)
 
 
-def _supervise(unit: _Supervised, spark: SparkSession, cfg: Config, trigger: dict) -> None:
+def _supervise(unit: _Supervised, spark: SparkSession, cfg: Config) -> None:
     failed = [q for q in unit.queries if not q.isActive]
     now = time.monotonic()
     if not failed:
@@ -247,7 +277,7 @@ def _supervise(unit: _Supervised, spark: SparkSession, cfg: Config, trigger: dic
     unit.restarts += 1
     unit.next_restart_at = 0.0
     unit.started_at = time.monotonic()
-    unit.queries = _as_list(unit.start(spark, cfg, trigger=trigger))
+    unit.queries = _as_list(unit.start(spark, cfg, trigger=continuous_trigger(unit.ref, cfg)))
 
 
 def _console_unit(spark: SparkSession, cfg: Config, layers: Sequence[str]) -> _Supervised:

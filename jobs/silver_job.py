@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from bronze.schema import BRONZE_SCHEMA
+from jobs.bronze_job import kafka_source
 from jobs.config import Config
 from jobs.registry import read_registry, sync_registry
 from jobs.streaming import (
@@ -112,6 +113,24 @@ def _merge_new(spark: SparkSession, cfg: Config, readings: DataFrame, dates: lis
     )
     row = metrics.first() if metrics is not None else None
     return int(row["num_inserted_rows"]) if row is not None else 0
+
+
+def source_readings(spark: SparkSession, cfg: Config, *, rate_limit: bool = True) -> DataFrame:
+    """Valid readings as a stream straight from the source, by silver's own parse and rules
+    (not yet de-duplicated, not enriched): the alert queries' input, one hop from Kafka.
+
+    With a Kafka source they read the topic themselves; with files or a socket (which can
+    be read only once) they read the bronze table's stream.
+    """
+    if cfg.streaming.source == "kafka":
+        raw = kafka_source(spark, cfg, rate_limit=rate_limit)
+    else:
+        path = cfg.paths.table(BRONZE_RAW)
+        ensure_table(spark, path, BRONZE_SCHEMA, ("ingest_date",))
+        raw = (spark.readStream.format("delta")
+               .option("maxFilesPerTrigger", cfg.streaming.max_files_per_trigger)
+               .load(str(path)))
+    return valid_rows(parse(raw, cfg=cfg.validation))
 
 
 def ensure_readings_table(spark: SparkSession, cfg: Config) -> None:

@@ -6,6 +6,7 @@ every reason that applies, or a duplicate of a valid reading already kept.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from pyspark.sql import Column, DataFrame
@@ -182,21 +183,47 @@ def dedup_batch(valid: DataFrame) -> DataFrame:
     return valid.withColumn("_rn", F.row_number().over(first)).where("_rn = 1").drop("_rn")
 
 
+@dataclass(frozen=True)
+class StaticRule:
+    """One static-threshold rule as data: ``metric`` above (or below) ``threshold`` fires,
+    beyond ``critical`` it is CRITICAL, else WARNING."""
+
+    alert_type: str
+    metric: str
+    above: bool
+    threshold: float
+    critical: float
+
+    def hit(self, value: Column) -> Column:
+        return value > self.threshold if self.above else value < self.threshold
+
+    def is_critical(self, value: Column) -> Column:
+        return value > self.critical if self.above else value < self.critical
+
+
+def static_rules(cfg: AlertsConfig) -> tuple[StaticRule, ...]:
+    """HIGH_TEMP, LOW_TEMP and HIGH_HUMIDITY from the config (gold.alert_rules.static_alerts
+    is the same rules in plain Python; tests hold the two to the same answers)."""
+    return (
+        StaticRule("HIGH_TEMP", "temperature", True, cfg.high_temp.threshold,
+                   cfg.high_temp.critical_above),
+        StaticRule("LOW_TEMP", "temperature", False, cfg.low_temp.threshold,
+                   cfg.low_temp.critical_below),
+        StaticRule("HIGH_HUMIDITY", "humidity", True, cfg.high_humidity.threshold,
+                   cfg.high_humidity.critical_above),
+    )
+
+
 def static_alerts(cfg: AlertsConfig) -> tuple[Column, Column]:
     """(alert_types array, severity) from the static thresholds: the columns silver derives."""
-    t, h = F.col("temperature"), F.col("humidity")
-    rules = [
-        ("HIGH_TEMP", t > cfg.high_temp.threshold, t > cfg.high_temp.critical_above),
-        ("LOW_TEMP", t < cfg.low_temp.threshold, t < cfg.low_temp.critical_below),
-        ("HIGH_HUMIDITY", h > cfg.high_humidity.threshold, h > cfg.high_humidity.critical_above),
-    ]
-    types = F.filter(F.array(*[F.when(hit, F.lit(name)) for name, hit, _ in rules]),
-                     lambda x: x.isNotNull())
+    rules = static_rules(cfg)
+    types = F.filter(F.array(*[F.when(r.hit(F.col(r.metric)), F.lit(r.alert_type))
+                               for r in rules]), lambda x: x.isNotNull())
     critical = F.lit(False)
     warning = F.lit(False)
-    for _, hit, crit in rules:
-        critical = critical | crit
-        warning = warning | hit
+    for r in rules:
+        critical = critical | r.is_critical(F.col(r.metric))
+        warning = warning | r.hit(F.col(r.metric))
     severity = F.when(critical, "CRITICAL").when(warning, "WARNING")
     return types, severity
 

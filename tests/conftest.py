@@ -1,7 +1,8 @@
 """Shared fixtures: one real Kafka broker and one SparkSession per test run.
 
 The broker is the real Apache Kafka (KRaft) from the Maven-resolved jars, on free ports, with
-its storage in a temporary folder; the SparkSession is local[2] with the UI off.
+its storage in a temporary folder; the SparkSession is local[8] with the UI off (Real-Time
+Mode holds a task slot per input partition).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def base_cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
         overrides={
             "paths.data_dir": str(data),
             "kafka.bootstrap": f"127.0.0.1:{broker.free_port_pair()}",
-            "spark.master": "local[2]",
+            "spark.master": "local[8]",
             "spark.shuffle_partitions": 2,
             "spark.ui_enabled": False,
             "spark.driver_memory": "1g",

@@ -1,5 +1,5 @@
-"""The alerts query end to end on real parts: a silver Delta table -> transformWithStateInPandas
--> gold/alerts (MERGE) and the real Kafka broker's alert topic."""
+"""The alerts query end to end on real parts: readings on the real Kafka broker's input topic
+-> transformWithStateInPandas -> gold/alerts (MERGE) and the broker's alert topic."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 
 from gold.alert_rules import alert_id
 from jobs import tables
@@ -44,7 +44,21 @@ def silver_row(sensor: str, t: datetime, temp: float, hum: float = 50.0,
     return tuple(values.get(f.name) for f in SILVER_SCHEMA.fields)
 
 
-def append_silver(spark, cfg: Config, rows: list[tuple]) -> None:
+def send(spark, cfg: Config, rows: list[tuple]) -> None:
+    """The readings on the input topic (what the alerts query reads) and in silver (what the
+    silent-fleet fallback reads), as the pipeline would hold them."""
+    names = SILVER_SCHEMA.fieldNames()
+    producer = KafkaProducer(bootstrap_servers=cfg.kafka.bootstrap, acks="all")
+    try:
+        for row in rows:
+            r = dict(zip(names, row, strict=True))
+            body = {"sensor_id": r["sensor_id"], "timestamp": r["event_time"].isoformat(),
+                    **{k: r[k] for k in ("temperature", "humidity", "pressure", "location")}}
+            producer.send(cfg.kafka.topic_in, json.dumps(body).encode(),
+                          key=r["sensor_id"].encode(), partition=0)
+        producer.flush()
+    finally:
+        producer.close()
     (spark.createDataFrame(rows, SILVER_SCHEMA).write.format("delta").mode("append")
      .save(str(cfg.paths.table(tables.SILVER_READINGS))))
 
@@ -76,10 +90,11 @@ def kafka_alerts(cfg: Config) -> list[tuple[str, dict]]:
 
 @pytest.fixture()
 def cfg(kafka_cfg: Config, tmp_path: Path) -> Config:
-    topic = f"iot-alerts-{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:8]
     out = kafka_cfg.with_overrides({"paths.lakehouse_root": str(tmp_path / "lakehouse"),
-                                    "kafka.topic_alerts": topic})
-    create_topics(out, {topic: 1})
+                                    "kafka.topic_in": f"iot-sensors-{tag}",
+                                    "kafka.topic_alerts": f"iot-alerts-{tag}"})
+    create_topics(out, {out.kafka.topic_in: 1, out.kafka.topic_alerts: 1})
     return out
 
 
@@ -88,7 +103,7 @@ def test_alerts_query_to_delta_and_kafka_idempotent(spark, cfg: Config) -> None:
     hot = [silver_row("S_HOT", at(seconds=s), t) for s, t in ((0, 31), (10, 32), (20, 33))]
     jump = [silver_row("S_JUMP", at(0), 20.0), silver_row("S_JUMP", at(seconds=30), 26.0)]
     gone = [silver_row("S_GONE", at(m), 20.0) for m in range(6)]
-    append_silver(spark, cfg, live + hot + jump + gone)
+    send(spark, cfg, live + hot + jump + gone)
 
     run_once(spark, cfg)
     # Watermark after the data = 14:30 - 10 min = 14:20: every sensor silent since before
@@ -120,7 +135,7 @@ def test_alerts_query_to_delta_and_kafka_idempotent(spark, cfg: Config) -> None:
     assert len(kafka_alerts(cfg)) == len(expected)
 
     # S_GONE comes back: RECOVERED at its first reading, from the original checkpoint's state.
-    append_silver(spark, cfg, [silver_row("S_GONE", at(31), 20.0),
+    send(spark, cfg, [silver_row("S_GONE", at(31), 20.0),
                                silver_row("S_LIVE", at(31), 20.0)])
     run_once(spark, cfg)
     assert table_alerts(spark, cfg) - expected == {
@@ -168,20 +183,20 @@ def test_sensors_sharing_a_state_key_keep_their_own_rules(spark, cfg: Config) ->
     goes quiet while another of its key reports goes offline on the key's timer, and its
     state is evicted state_ttl_s after its last reading (so no RECOVERED when it returns)."""
     one = cfg.with_overrides({"alerts.key_buckets": 1, "alerts.state_ttl_s": 1800})
-    append_silver(spark, one, [silver_row(s, at(m), 20.0) for s in ("A", "B", "C")
+    send(spark, one, [silver_row(s, at(m), 20.0) for s in ("A", "B", "C")
                                for m in range(6)])
     run_once(spark, one)
     assert table_alerts(spark, one) == set()
 
     # A reports until 14:60, C until 14:25, B not at all. Watermark 14:50: B (last 14:05) is
     # offline at 14:15 and evicted at 14:35; C is offline at 14:35, its eviction is 14:55.
-    append_silver(spark, one, [silver_row("A", at(m), 20.0) for m in range(6, 61)]
+    send(spark, one, [silver_row("A", at(m), 20.0) for m in range(6, 61)]
                   + [silver_row("C", at(m), 20.0) for m in range(6, 26)])
     run_once(spark, one)
     offline = {("B", "SENSOR_OFFLINE", None, at(15)), ("C", "SENSOR_OFFLINE", None, at(35))}
     assert table_alerts(spark, one) == offline
 
-    append_silver(spark, one, [silver_row(s, at(62), 20.0) for s in ("A", "B", "C")])
+    send(spark, one, [silver_row(s, at(62), 20.0) for s in ("A", "B", "C")])
     run_once(spark, one)
     assert table_alerts(spark, one) - offline == {("C", "SENSOR_RECOVERED", None, at(62))}
 
@@ -201,3 +216,69 @@ def test_alert_state_stays_flat_over_a_simulated_run(spark, base_cfg: Config,
     assert all(p.state_rows for p in points), points
     assert len({p.state_rows for p in points}) == 1, "the state grew with the readings"
     assert all(p.batch_ms for p in points)
+
+
+def produce_raw(cfg: Config, values: list[str]) -> None:
+    producer = KafkaProducer(bootstrap_servers=cfg.kafka.bootstrap, acks="all")
+    try:
+        for v in values:
+            producer.send(cfg.kafka.topic_in, v.encode(), partition=0)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def wire(sensor: str, t: datetime, temp: float) -> str:
+    return json.dumps({"sensor_id": sensor, "timestamp": t.isoformat(), "temperature": temp,
+                       "humidity": 50.0, "pressure": 1013.0, "location": f"loc-{sensor}"})
+
+
+def test_rules_see_each_reading_once_and_bad_records_not_at_all(spark, cfg: Config) -> None:
+    """The query reads Kafka itself: a duplicated message counts once (CONSECUTIVE_ALERTS on
+    the third distinct hot reading, not on the copy), a record silver would quarantine raises
+    nothing, and a copy in a later batch raises nothing again."""
+    first = wire("S_DUP", at(seconds=0), 31.0)
+    produce_raw(cfg, [first, first, wire("S_DUP", at(seconds=10), 32.0), '{"sensor_id": "S_BAD"',
+                      wire("S_BAD", at(seconds=5), 99.0), wire("S_DUP", at(seconds=20), 33.0)])
+    run_once(spark, cfg)
+    hot = {("S_DUP", "HIGH_TEMP", "temperature", at(seconds=s)) for s in (0, 10, 20)}
+    assert table_alerts(spark, cfg) == hot | {("S_DUP", "CONSECUTIVE_ALERTS", None,
+                                              at(seconds=20))}
+    produce_raw(cfg, [wire("S_DUP", at(seconds=10), 32.0), wire("S_DUP", at(seconds=30), 29.0)])
+    run_once(spark, cfg)
+    assert len(table_alerts(spark, cfg)) == 4
+    assert len(kafka_alerts(cfg)) == 4
+
+
+def test_static_alerts_go_out_once_by_the_realtime_query(spark, cfg: Config) -> None:
+    """Fresh readings (produced within the watermark of their event time): the real-time
+    query publishes their static alerts, with the alert ids gold keeps; the stateful query
+    writes them to gold and publishes only the rest. Old readings: the stateful query
+    publishes everything."""
+    from jobs import realtime_alerts_job
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    fresh = [wire("S_RT", now + timedelta(seconds=s), 31.0 + s / 10) for s in (0, 10, 20)]
+    old = [wire("S_OLD", at(seconds=0), 35.0)]
+    produce_raw(cfg, fresh + old)
+    for q in realtime_alerts_job.start(spark, cfg, trigger={"availableNow": True}):
+        q.awaitTermination(300)
+        assert q.exception() is None, q.exception()
+    realtime = [v for _, v in kafka_alerts(cfg)]
+    assert sorted((v["sensor_id"], v["alert_type"]) for v in realtime) == [
+        ("S_RT", "HIGH_TEMP")] * 3
+    run_once(spark, cfg)
+    gold = spark.read.format("delta").load(str(cfg.paths.table(tables.ALERTS))).collect()
+    by_id = {r.alert_id: r for r in gold}
+    assert {v["alert_id"] for v in realtime} <= set(by_id)
+    for v in realtime:  # the same alert on both paths
+        row = by_id[v["alert_id"]]
+        assert (row.severity, row.metric, row.value, row.threshold) == (
+            v["severity"], v["metric"], v["value"], v["threshold"])
+        assert row.event_time.replace(tzinfo=UTC) == datetime.fromisoformat(v["event_time"])
+    published = [v for _, v in kafka_alerts(cfg)]
+    assert sorted(v["alert_type"] for v in published if v["sensor_id"] == "S_RT") == [
+        "CONSECUTIVE_ALERTS", "HIGH_TEMP", "HIGH_TEMP", "HIGH_TEMP"]
+    assert [v["alert_type"] for v in published if v["sensor_id"] == "S_OLD"].count(
+        "HIGH_TEMP") == 1
+    assert {v["alert_id"] for v in published} == set(by_id)
