@@ -1,9 +1,24 @@
-"""The gold queries: windowed aggregates, alert counts and sensor status from silver.
+"""The gold queries: windowed aggregates, sensor status and alert counts from silver.
 
-Windowed aggregates run in update mode (open windows are visible while they fill) and are
-written by an idempotent MERGE keyed by window and key in foreachBatch: a replayed micro-batch
-recomputes the same rows from the checkpointed state and MERGE writes the same values again.
-Rows later than the watermark are dropped by Spark and counted in the query progress
+``gold_aggregates`` is one stateful query over the silver stream: a streaming aggregation per
+sensor and tumbling window (``gold.tumbling``) keeps each bucket's mergeable partial state
+(gold/aggregates.py ``bucket_partials``), in update mode, and its foreachBatch writes
+everything those buckets feed, from the buckets the micro-batch changed:
+
+1. gold/sensor_stats_5m: the changed buckets, MERGEd by (sensor_id, window_start), with their
+   partial state in extra columns (``m2_<metric>``, ``temperature_sketch``);
+2. gold/sensor_stats_10m: the sliding windows that hold a changed bucket, each merged from its
+   buckets as gold/sensor_stats_5m holds them after step 1 (buckets no longer in this batch,
+   nor in the query's state once past the watermark, are read back from there);
+3. gold/location_stats_5m: the (location, window) pairs of the changed buckets, merged from
+   every sensor bucket of that location and window; a pair left without sensors (its sensor
+   moved) is deleted;
+4. gold/sensor_status: rewritten whole from its previous version and the changed buckets'
+   latest readings.
+
+Every write is keyed and computed from the checkpointed state and the tables as the original
+run left them, so a replayed micro-batch writes the same rows again. Rows later than the
+watermark are dropped by Spark and counted in the query progress
 (``numRowsDroppedByWatermark``), which the metrics listener records.
 """
 
@@ -11,13 +26,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import StructType
 
 from gold import aggregates as agg
 from gold.schema import ALERT_SCHEMA
@@ -38,8 +53,17 @@ from jobs.tables import (
     STATS_5M,
     STATS_10M,
 )
+from silver.schema import SILVER_SCHEMA
 
 logger = logging.getLogger(__name__)
+
+AGGREGATES_QUERY = "gold_aggregates"
+# Queries that gold_aggregates replaced. Their checkpoints are no longer read; a run leaves
+# them where they are (README "Checkpoint recovery").
+RETIRED_QUERIES: tuple[str, ...] = (
+    "gold_sensor_stats_5m", "gold_sensor_stats_10m", "gold_location_stats_5m",
+    "gold_sensor_status",
+)
 
 
 def _silver_stream(spark: SparkSession, cfg: Config, *, watermark: bool = True) -> DataFrame:
@@ -51,27 +75,36 @@ def _silver_stream(spark: SparkSession, cfg: Config, *, watermark: bool = True) 
     return df.withWatermark("event_time", cfg.streaming.watermark) if watermark else df
 
 
-def merge_batch(batch: DataFrame, batch_id: int, *, path: Path, keys: tuple[str, ...]) -> None:
-    """Upsert one micro-batch of updated aggregate rows, keyed by ``keys``."""
-    batch = batch.persist()
-    try:
-        # The oldest window in the batch, formatted by Spark in the session zone (UTC), bounds
-        # the target scan: Delta skips files whose window_start stats are all older.
-        lo = batch.agg(F.date_format(F.min("window_start"), "yyyy-MM-dd HH:mm:ss")).first()[0]
+def _ts(column: str) -> F.Column:
+    # Spark formats in the session zone (UTC), and reads the literal back in the same zone.
+    return F.date_format(column, "yyyy-MM-dd HH:mm:ss.SSSSSS")
+
+
+def merge_batch(
+    batch: DataFrame, batch_id: int, *, path: Path, keys: tuple[str, ...],
+    since: str | None = None, delete_if: str | None = None,
+) -> None:
+    """Upsert one micro-batch of aggregate rows, keyed by ``keys``.
+
+    ``since`` (a SQL expression) bounds the target scan to windows starting at or after it:
+    Delta skips files whose window_start stats are all older. Without it, the oldest window
+    in the batch is the bound. A source row matching ``delete_if`` deletes its target row.
+    """
+    if since is None:
+        lo = batch.agg(_ts(F.min("window_start"))).first()[0]
         if lo is None:
             return
-        condition = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-        condition += f" AND t.window_start >= TIMESTAMP'{lo}'"
-        (
-            DeltaTable.forPath(batch.sparkSession, str(path)).alias("t")
-            .merge(batch.alias("s"), condition)
-            .whenMatchedUpdateAll()
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
-        logger.debug("batch %d merged into %s", batch_id, path.name)
-    finally:
-        batch.unpersist()
+        since = f"TIMESTAMP'{lo}'"
+    condition = " AND ".join(f"t.{k} = s.{k}" for k in keys) + f" AND t.window_start >= {since}"
+    merge = DeltaTable.forPath(batch.sparkSession, str(path)).alias("t").merge(
+        batch.alias("s"), condition)
+    if delete_if:
+        merge = (merge.whenMatchedDelete(condition=delete_if)
+                 .whenMatchedUpdateAll().whenNotMatchedInsertAll(condition=f"NOT ({delete_if})"))
+    else:
+        merge = merge.whenMatchedUpdateAll().whenNotMatchedInsertAll()
+    merge.execute()
+    logger.debug("batch %d merged into %s", batch_id, path.name)
 
 
 def _start_merge(
@@ -81,36 +114,123 @@ def _start_merge(
     path = cfg.paths.table(table)
     ensure_table(spark, path, df.schema)
     reset_if_first_batch_uncommitted(cfg.paths.checkpoint(name))
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        batch = batch.persist()
+        try:
+            merge_batch(batch, batch_id, path=path, keys=keys)
+        finally:
+            batch.unpersist()
+
     return (
         df.writeStream.queryName(name)
         .outputMode("update")
-        .foreachBatch(stoppable(functools.partial(merge_batch, path=path, keys=keys)))
+        .foreachBatch(stoppable(write))
         .option("checkpointLocation", str(cfg.paths.checkpoint(name)))
         .trigger(**trigger)
         .start()
     )
 
 
+def write_aggregates_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
+    """One micro-batch of changed sensor buckets -> the four tables they feed (module doc)."""
+    spark, g = batch.sparkSession, cfg.gold
+    changed = batch.persist()
+    try:
+        lo, hi = changed.agg(_ts(F.min("window_start")), _ts(F.max("window_start"))).first()
+        if lo is None:
+            return
+        lo_ts, hi_ts = f"TIMESTAMP'{lo}'", f"TIMESTAMP'{hi}'"
+        stats_5m = cfg.paths.table(STATS_5M)
+
+        merge_batch(agg.finish_sensor_stats(changed, keep_partials=True), batch_id,
+                    path=stats_5m, keys=agg.SENSOR_STATS_KEYS, since=lo_ts)
+
+        # Read after the MERGE: this batch's buckets and their neighbours, as committed.
+        buckets = spark.read.format("delta").load(str(stats_5m))
+        span = f"INTERVAL {g.sliding}"
+        sensors = changed.select("sensor_id").distinct()
+        neighbours = buckets.where(
+            f"window_start > {lo_ts} - {span} AND window_start < {hi_ts} + {span}"
+        ).join(sensors, "sensor_id", "left_semi")
+        touched = agg.sliding_windows_of(changed, window=g.sliding, slide=g.slide)
+        merge_batch(
+            agg.sliding_stats_from_buckets(neighbours, touched, window=g.sliding, slide=g.slide),
+            batch_id, path=cfg.paths.table(STATS_10M), keys=agg.SENSOR_STATS_KEYS,
+            since=f"{lo_ts} - {span}")
+
+        # Every location a changed bucket counted for, before or now (its locations so far).
+        places = changed.select(F.explode("locations").alias("location"), "window_start") \
+            .distinct()
+        in_place = buckets.where(f"window_start >= {lo_ts} AND window_start <= {hi_ts}").join(
+            places, ["location", "window_start"], "left_semi")
+        located = places.join(agg.location_stats_from_buckets(in_place),
+                              ["location", "window_start"], "left")
+        merge_batch(located, batch_id, path=cfg.paths.table(LOCATION_5M),
+                    keys=agg.LOCATION_STATS_KEYS, since=lo_ts, delete_if="s.readings IS NULL")
+
+        write_status_batch(changed.select("sensor_id", "last.*"), batch_id, cfg=cfg)
+    finally:
+        changed.unpersist()
+
+
+def _empty(spark: SparkSession, schema: StructType) -> DataFrame:
+    return spark.createDataFrame([], schema)
+
+
+def _add_missing_columns(spark: SparkSession, path: Path, schema: StructType) -> None:
+    """Add the columns of ``schema`` that an existing table lacks (a table of an older layout).
+
+    gold/sensor_stats_5m written by the three queries before gold_aggregates has no partial
+    state columns. The new query's checkpoint is new: it re-reads silver from the start and
+    rewrites every bucket, partial state included.
+    """
+    have = {f.name for f in DeltaTable.forPath(spark, str(path)).toDF().schema.fields}
+    missing = [f for f in schema.fields if f.name not in have]
+    if missing:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        logger.warning("%s: adding columns %s (filled as gold_aggregates rewrites each window)",
+                       path, ", ".join(f.name for f in missing))
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
+
+
+def _retired_checkpoints(cfg: Config) -> list[Path]:
+    return [p for q in RETIRED_QUERIES if (p := cfg.paths.checkpoint(q)).exists()]
+
+
 def start_aggregates(spark: SparkSession, cfg: Config, *, trigger: dict) -> list[StreamingQuery]:
-    """gold/sensor_stats_5m, gold/sensor_stats_10m and gold/location_stats_5m."""
+    """gold_aggregates: sensor_stats_5m, sensor_stats_10m, location_stats_5m, sensor_status."""
     g = cfg.gold
-    specs: list[tuple[str, str, tuple[str, ...], Callable[[DataFrame], DataFrame]]] = [
-        ("gold_sensor_stats_5m", STATS_5M, agg.SENSOR_STATS_KEYS,
-         lambda s: agg.sensor_stats(s, window=g.tumbling,
-                                    percentile_accuracy=g.percentile_accuracy)),
-        ("gold_sensor_stats_10m", STATS_10M, agg.SENSOR_STATS_KEYS,
-         lambda s: agg.sensor_stats(s, window=g.sliding, slide=g.slide,
-                                    percentile_accuracy=g.percentile_accuracy)),
-        ("gold_location_stats_5m", LOCATION_5M, agg.LOCATION_STATS_KEYS,
-         lambda s: agg.location_stats(s, window=g.tumbling)),
-    ]
-    queries = [
-        _start_merge(spark, cfg, name=name, df=build(_silver_stream(spark, cfg)), table=table,
-                     keys=keys, trigger=trigger)
-        for name, table, keys, build in specs
-    ]
-    logger.info("gold aggregate queries started: %s", ", ".join(q.name for q in queries))
-    return queries
+    agg.check_window_grid(tumbling=g.tumbling, sliding=g.sliding, slide=g.slide)
+    partials = agg.bucket_partials(_silver_stream(spark, cfg), window=g.tumbling,
+                                   sketch_k=agg.sketch_k(g.percentile_accuracy))
+
+    empty = agg.bucket_partials(_empty(spark, SILVER_SCHEMA), window=g.tumbling, sketch_k=8)
+    for table, df in (
+        (STATS_5M, agg.finish_sensor_stats(empty, keep_partials=True)),
+        (STATS_10M, agg.finish_sensor_stats(empty)),
+        (LOCATION_5M, agg.location_stats_from_buckets(agg.finish_sensor_stats(
+            empty, keep_partials=True))),
+    ):
+        path = cfg.paths.table(table)
+        ensure_table(spark, path, df.schema)
+        _add_missing_columns(spark, path, df.schema)
+    if retired := _retired_checkpoints(cfg):
+        logger.info("checkpoints of retired queries, no longer read (delete them at will): %s",
+                    ", ".join(str(p) for p in retired))
+
+    checkpoint = cfg.paths.checkpoint(AGGREGATES_QUERY)
+    reset_if_first_batch_uncommitted(checkpoint)
+    query = (
+        partials.writeStream.queryName(AGGREGATES_QUERY)
+        .outputMode("update")
+        .foreachBatch(stoppable(functools.partial(write_aggregates_batch, cfg=cfg)))
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(**trigger)
+        .start()
+    )
+    logger.info("gold aggregate query started: %s", query.name)
+    return [query]
 
 
 def start_alert_counts(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
@@ -137,8 +257,11 @@ def start_alert_counts(spark: SparkSession, cfg: Config, *, trigger: dict) -> St
 def write_status_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
     """Fold a batch's latest readings into gold/sensor_status and recompute status columns.
 
-    The table is small (one row per sensor) and rewritten whole, deterministically from its
-    previous version and the batch, under a Delta transaction id so a replay is skipped.
+    ``batch``: readings (sensor_id, event_time, location, temperature, humidity, pressure);
+    gold_aggregates passes the latest reading of each changed bucket, which is as good as all
+    the batch's readings for the latest per sensor. The table is small (one row per sensor)
+    and rewritten whole, deterministically from its previous version and the batch, under a
+    Delta transaction id of gold_aggregates' checkpoint, so a replay is skipped.
     """
     spark = batch.sparkSession
     path = cfg.paths.table(SENSOR_STATUS)
@@ -157,7 +280,7 @@ def write_status_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
         latest, alerts, offline_after_s=cfg.alerts.offline.after_s,
         open_alert_window_s=cfg.gold.open_alert_window_s,
     ).withColumn("updated_at", F.current_timestamp())
-    app_id = f"gold-status-{checkpoint_query_id(cfg.paths.checkpoint('gold_sensor_status'))}"
+    app_id = f"gold-status-{checkpoint_query_id(cfg.paths.checkpoint(AGGREGATES_QUERY))}"
     (
         status.write.format("delta").mode("overwrite")
         .option("txnAppId", app_id).option("txnVersion", batch_id)
@@ -165,22 +288,11 @@ def write_status_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
     )
 
 
-def start_sensor_status(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
-    """gold/sensor_status: the last value per sensor, ONLINE/OFFLINE, open alerts."""
-    renamed = _silver_stream(spark, cfg, watermark=False).select(
-        "sensor_id", "event_time", "location", "temperature", "humidity", "pressure")
-    return (
-        renamed.writeStream.queryName("gold_sensor_status")
-        .foreachBatch(stoppable(functools.partial(write_status_batch, cfg=cfg)))
-        .option("checkpointLocation", str(cfg.paths.checkpoint("gold_sensor_status")))
-        .trigger(**trigger)
-        .start()
-    )
-
-
 def start_alert_dependents(
     spark: SparkSession, cfg: Config, *, trigger: dict
 ) -> list[StreamingQuery]:
-    """The gold queries that read gold/alerts: they run after the alert query."""
-    return [start_alert_counts(spark, cfg, trigger=trigger),
-            start_sensor_status(spark, cfg, trigger=trigger)]
+    """The gold queries that read gold/alerts as a stream: they run after the alert query.
+
+    (gold/sensor_status reads gold/alerts too, as a table, in gold_aggregates' batches.)
+    """
+    return [start_alert_counts(spark, cfg, trigger=trigger)]
