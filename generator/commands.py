@@ -79,6 +79,7 @@ class GenerateOptions:
     start: str | None = None
     workers: int = 1
     producer: str = "kafka-python"
+    first_event_after_s: float | None = None
 
 
 def plan_generate(
@@ -105,7 +106,8 @@ def plan_generate(
         elif count is None:
             assert opts.rate is not None
             count = math.ceil(opts.rate * opts.duration_s)
-    start = parse_start(opts.start)
+    start = now.replace(microsecond=0) if (opts.start or "").strip() == "now" \
+        else parse_start(opts.start)
     if start is None:
         span = event_duration
         if span is None and count is not None:
@@ -121,6 +123,7 @@ def plan_generate(
         faults=parse_rates(opts.faults, FAULT_KINDS, "faults"),
         events=parse_rates(opts.events, EVENT_KINDS, "events"),
         ranges=cfg.validation.ranges(),
+        first_event_after_s=opts.first_event_after_s,
     )
     registry = opts.registry or cfg.paths.data_dir / "registry" / "sensors.csv"
     return spec, pacing, registry

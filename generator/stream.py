@@ -76,6 +76,9 @@ class GeneratorSpec:
     faults: Mapping[str, float] = field(default_factory=dict)
     events: Mapping[str, float] = field(default_factory=dict)
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=lambda: DEFAULT_RANGES)
+    # Event-free time at the stream's start (default: the trailing-statistics window and a
+    # margin, EVENT_QUIET_MS), so that a live demo can show events within its first minute.
+    first_event_after_s: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sensors", tuple(self.sensors))
@@ -93,6 +96,8 @@ class GeneratorSpec:
             raise ValueError("count must be >= 0")
         if self.duration_s is not None and self.duration_s < 0:
             raise ValueError("duration_s must be >= 0")
+        if self.first_event_after_s is not None and self.first_event_after_s < 0:
+            raise ValueError("first_event_after_s must be >= 0")
         _check_rates("fault", self.faults, FAULT_KINDS)
         _check_rates("event", self.events, EVENT_KINDS)
         needs_minute = [k for k in ("rapid_jump", "rising_trend", "outlier")
@@ -111,6 +116,13 @@ class GeneratorSpec:
     @property
     def start_ms(self) -> int:
         return _to_ms(self.start)
+
+    @property
+    def first_event_ms(self) -> int:
+        """Event time from which events may start."""
+        quiet = (EVENT_QUIET_MS if self.first_event_after_s is None
+                 else round(self.first_event_after_s * 1000))
+        return self.start_ms + quiet
 
 
 def _check_rates(what: str, rates: Mapping[str, float], known: tuple[str, ...]) -> None:
@@ -227,7 +239,7 @@ class _Source:
         self.event_total = self.event_table[-1][0] if self.event_table else 0.0
         # per-sensor state
         self.active: dict[int, EventRun] = {}
-        self.quiet_until = [spec.start_ms + EVENT_QUIET_MS] * n
+        self.quiet_until = [spec.first_event_ms] * n
         self.intact = [False] * n  # previous reading delivered intact and in order
         self.last_temp = [0.0] * n
         # sending state

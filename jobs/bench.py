@@ -45,6 +45,7 @@ from jobs.registry import registry_csv
 logger = logging.getLogger(__name__)
 
 CONSUMER_PERF = "org.apache.kafka.tools.ConsumerPerformance"
+LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 PROBE_TEMPERATURE = 35.0  # above alerts.high_temp.threshold (30): one HIGH_TEMP alert each
 
 
@@ -780,7 +781,8 @@ def run_bench(base: Config, opts: BenchOptions, root: Path) -> dict[str, Any]:
                                "broker_jvm_options": list(cfg.kafka.broker.jvm_options)}
     broker.start(cfg)
     try:
-        create_topics(cfg)
+        # Alerts timed by the broker's clock: the append time of each alert record.
+        create_topics(cfg, configs={cfg.kafka.topic_alerts: LOG_APPEND_TIME})
         if opts.throughput:
             results["backlog"] = produce_backlog(cfg, opts)
             results["consumer_perf"] = consumer_perf(cfg, opts.messages)

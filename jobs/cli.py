@@ -295,8 +295,12 @@ def bench_cmd(cfg: Config, quick: bool, out: Path | None, rates: str | None,
               help="Sensor registry CSV (default <data_dir>/registry/sensors.csv).")
 @click.option("--speedup", type=float, default=None,
               help="Event time runs this many times faster than the wall clock.")
-@click.option("--start", default=None, metavar="ISO",
-              help="Event time of the first reading (default: so the stream ends now).")
+@click.option("--start", default=None, metavar="ISO|now",
+              help="Event time of the first reading (default: so the stream ends now; 'now' "
+                   "with real time: event time is the wall clock).")
+@click.option("--first-event-after", "first_event_after_s", type=float, default=None,
+              metavar="SECONDS", help="Event time before the first injected event may start "
+                                      "(default 31 min: the trailing window and a margin).")
 @click.option("--workers", default=1, show_default=True, type=int,
               help="Producer processes, each with a share of the fleet.")
 @click.option("--producer", type=click.Choice(["kafka-python", "confluent"]),

@@ -19,17 +19,21 @@ def wanted_topics(cfg: Config) -> dict[str, int]:
             cfg.kafka.topic_alerts: cfg.kafka.partitions_alerts}
 
 
-def create_topics(cfg: Config, topics: dict[str, int] | None = None) -> dict[str, int]:
+def create_topics(cfg: Config, topics: dict[str, int] | None = None, *,
+                  configs: dict[str, dict[str, str]] | None = None) -> dict[str, int]:
     """Create each topic with its partition count; grow one that has fewer partitions.
 
-    Returns the partition count of every topic afterwards. Running it twice changes nothing.
+    ``configs``: topic name -> topic configs for a topic this call creates (e.g. the bench's
+    ``message.timestamp.type=LogAppendTime``). Returns the partition count of every topic
+    afterwards. Running it twice changes nothing.
     """
     topics = topics or wanted_topics(cfg)
     admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap, request_timeout_ms=30_000)
     try:
         for name, partitions in topics.items():
             try:
-                admin.create_topics([NewTopic(name, partitions, replication_factor=1)])
+                admin.create_topics([NewTopic(name, partitions, replication_factor=1,
+                                              topic_configs=(configs or {}).get(name, {}))])
                 logger.info("created topic %s with %d partitions", name, partitions)
             except TopicAlreadyExistsError:
                 have = partition_count(admin, name)

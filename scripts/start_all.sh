@@ -3,11 +3,11 @@
 # the topics, the pipeline, the generator and the dashboard. Stop everything with
 # scripts/stop_all.sh. Idempotent: a service whose pid file names a live process is left alone.
 #
-# Generator defaults (environment): GEN_SENSORS=100, GEN_INTERVAL=30 (event seconds between two
-# readings of a sensor), GEN_SPEEDUP=60 (event time runs 60x the wall clock, so ~200 msg/s and
-# injected events - which wait 31 event minutes for clean trailing statistics - start after
-# ~31 s), GEN_DURATION=86400 wall seconds (the stream is placed to end then, i.e. event time
-# runs up to "now"), GEN_EVENTS, GEN_FAULTS. DASHBOARD_PORT=8501.
+# Generator defaults (environment): GEN_SENSORS=100, GEN_INTERVAL=1 (seconds between two
+# readings of a sensor, so ~100 msg/s), in real time: event time is the wall clock, as with real
+# sensors (GEN_SPEEDUP>1 replays faster, with event time placed to end at GEN_DURATION);
+# GEN_FIRST_EVENT=20 (seconds before injected events may start), GEN_DURATION=86400 wall
+# seconds, GEN_EVENTS, GEN_FAULTS. DASHBOARD_PORT=8501.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -42,8 +42,13 @@ if ! { $LH kafka start && $LH topics create; }; then
   echo "Kafka did not start (see $LOGS/kafka); the pipeline was stopped" >&2
   exit 1
 fi
+if [ "${GEN_SPEEDUP:-1}" = 1 ]; then
+  timing=(--start now)            # real time
+else
+  timing=(--speedup "$GEN_SPEEDUP")
+fi
 start_bg generator "$LH" generate --producer confluent --sensors "${GEN_SENSORS:-100}" \
-  --interval "${GEN_INTERVAL:-30}" --speedup "${GEN_SPEEDUP:-60}" \
+  --interval "${GEN_INTERVAL:-1}" "${timing[@]}" --first-event-after "${GEN_FIRST_EVENT:-20}" \
   --duration "${GEN_DURATION:-86400}" \
   --events "${GEN_EVENTS:-all=0.0005}" \
   --faults "${GEN_FAULTS:-malformed_json=0.002,out_of_range=0.002,duplicate=0.005,late_beyond_watermark=0.001}"

@@ -604,3 +604,32 @@ def test_generate_command_refuses_bad_options(tmp_path: Path) -> None:
     assert res.exit_code != 0 and "unknown fault kind" in res.output
     res = CliRunner().invoke(cli, base)
     assert res.exit_code != 0 and "--duration" in res.output
+
+
+@pytest.mark.parametrize("first_after_s", [None, 60.0])
+def test_events_start_after_the_first_event_quiet(first_after_s: float | None) -> None:
+    """By default no event starts within the trailing window (31 min) of the stream's start;
+    a live demo can let them start within its first minute."""
+    spec = GeneratorSpec(sensors=tuple(make_fleet(20, 3)), seed=3, interval_s=1.0, start=START,
+                         duration_s=7200, events={"heat_spike": 0.01},
+                         first_event_after_s=first_after_s)
+    _, truth, _ = run_spec(spec)
+    starts = [datetime.fromisoformat(t["start"].replace("Z", "+00:00")) - START
+              for t in truth if t["type"] == "event"]
+    quiet = timedelta(minutes=31) if first_after_s is None else timedelta(seconds=first_after_s)
+    assert starts and min(starts) >= quiet
+    assert min(starts) < quiet + timedelta(minutes=1)
+
+
+def test_generate_start_now_puts_event_time_at_the_wall_clock(tmp_path: Path) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    args = ["--set", f"paths.data_dir={tmp_path / 'data'}", "generate", "--sensors", "3",
+            "--count", "3", "--interval", "1", "--start", "now", "--sink", "files",
+            "--out", str(tmp_path / "out")]
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    values = [json.loads(v) for f in sorted((tmp_path / "out").iterdir())
+              for v in f.read_bytes().splitlines()]
+    times = [datetime.fromisoformat(v["timestamp"].replace("Z", "+00:00")) for v in values]
+    assert len(times) == 3
+    assert all(before <= t <= datetime.now(UTC) + timedelta(seconds=1) for t in times)
