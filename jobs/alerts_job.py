@@ -1,17 +1,16 @@
-"""The alerts query: readings straight from Kafka -> every rule -> gold/alerts (Delta MERGE)
-and Kafka `iot-alerts`.
+"""The alerts query: readings straight from Kafka -> every rule -> gold/alerts (Delta, keyed
+on alert_id) and Kafka `iot-alerts`.
 
 One hop: the query reads the input topic itself through silver's parse and rules
 (`jobs.silver_job.source_readings`), so an alert waits for no bronze or silver commit; the
 rules see each (sensor_id, event_time) once, as silver keeps it (`gold.alerts`).
 
-Delivery: each micro-batch's alerts are collected on the driver (they are few), the ones not
-yet in gold/alerts are published to Kafka (acks=all, flushed) and then MERGEd into the table
-keyed on the deterministic alert_id (appended, while the table holds no files yet). A crash
-between the two replays the batch: the alerts are published again with the same alert_id
-(at-least-once) and the MERGE inserts nothing twice. Static-threshold alerts that the
-real-time query (`jobs.realtime_alerts_job`) publishes are written here but not published
-again.
+Delivery: each micro-batch's alerts are collected on the driver (they are few), the ones whose
+deterministic alert_id gold/alerts does not hold yet are published to Kafka (acks=all, flushed)
+and then appended to the table. A crash between the two replays the batch: the alerts are
+published again with the same alert_id (at-least-once) and written once. Static-threshold
+alerts that the real-time query (`jobs.realtime_alerts_job`) publishes are written here but not
+published again.
 """
 
 from __future__ import annotations
@@ -26,7 +25,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from gold.alerts import EARLY_COLUMN, alert_stream
@@ -176,10 +176,14 @@ _DELIVERY = threading.Lock()
 
 def deliver_alerts(spark: SparkSession, cfg: Config, publisher: AlertPublisher,
                    rows: list[Row]) -> tuple[int, int]:
-    """Publish the alerts not yet in gold/alerts, then MERGE all; returns (unique, new).
+    """Publish the alerts gold/alerts does not hold yet, then append them; returns
+    (unique, new).
 
-    A row whose ``published_early`` is true (the real-time query put it on Kafka) is written
-    but not published again.
+    Idempotent: under the delivery lock, an alert already in the table is neither published
+    nor written again, so a replayed batch (or the watchdog's copy of an OFFLINE the
+    event-time path raises later) adds nothing. The lookup reads only files whose event-time
+    range meets the batch's. A row whose ``published_early`` is true (the real-time query put
+    it on Kafka) is written but not published again.
     """
     names = ALERT_SCHEMA.fieldNames()
     by_id: dict[str, dict[str, Any]] = {}
@@ -194,36 +198,42 @@ def deliver_alerts(spark: SparkSession, cfg: Config, publisher: AlertPublisher,
         return 0, 0
     path = cfg.paths.table(tables.ALERTS)
     with _DELIVERY:
-        incoming = spark.createDataFrame([tuple(a[k] for k in names) for a in unique],
-                                         ALERT_SCHEMA)
-        if holds_no_files(spark, path):
-            # The table's first alerts (the ones a new user waits for): nothing to look up or
-            # to match, so an append replaces the lookup and the MERGE. A crash after it
-            # replays the batch into the MERGE below, which inserts nothing twice.
-            publisher.publish([a for a in unique if a["alert_id"] not in early])
-            incoming.write.format("delta").mode("append").save(str(path))
-            return len(unique), len(unique)
-        existing = {r["alert_id"] for r in spark.read.format("delta").load(str(path))
-                    .join(incoming.select("alert_id"), "alert_id", "left_semi")
-                    .select("alert_id").collect()}
+        existing: set[str] = set()
+        if not holds_no_files(spark, path):
+            times = [_utc(a["event_time"]) for a in unique]
+            existing = {r["alert_id"] for r in spark.read.format("delta").load(str(path))
+                        .where(F.col("event_time").between(_sql_ts(min(times)),
+                                                          _sql_ts(max(times))))
+                        .where(F.col("alert_id").isin(list(by_id)))
+                        .select("alert_id").collect()}
         new = [a for a in unique if a["alert_id"] not in existing]
         publisher.publish([a for a in new if a["alert_id"] not in early])
-        (DeltaTable.forPath(spark, str(path)).alias("t")
-         .merge(incoming.alias("s"), "t.alert_id = s.alert_id")
-         .whenNotMatchedInsertAll().execute())
+        if new:
+            (spark.createDataFrame([tuple(a[k] for k in names) for a in new], ALERT_SCHEMA)
+             .write.format("delta").mode("append").save(str(path)))
     return len(unique), len(new)
+
+
+def _utc(t: datetime) -> datetime:
+    """A timestamp from collect(): naive ones are in this process's zone (PySpark's rule)."""
+    return t.astimezone(UTC)
+
+
+def _sql_ts(t: datetime) -> Column:
+    # A literal in the session zone (UTC), not a Python datetime PySpark would re-zone.
+    return F.expr(f"TIMESTAMP'{t.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}'")
 
 
 def write_alerts_batch(batch: DataFrame, batch_id: int, *, cfg: Config,
                        publisher: AlertPublisher) -> None:
-    """foreachBatch sink: publish the batch's new alerts, then MERGE them (idempotent)."""
+    """foreachBatch sink: publish the batch's new alerts, then append them (idempotent)."""
     t0 = time.monotonic()
     rows = batch.collect()  # one execution of the stateful plan; alerts are few
     if rows:
         t_rules = time.monotonic()
         unique, new = deliver_alerts(batch.sparkSession, cfg, publisher, rows)
         logger.info("alerts batch %d: %d alerts, %d new (published) (rules %.1f s, "
-                    "publish and merge %.1f s)", batch_id, unique, new, t_rules - t0,
+                    "publish and write %.1f s)", batch_id, unique, new, t_rules - t0,
                     time.monotonic() - t_rules)
 
 
@@ -235,10 +245,8 @@ def silent_fleet_offline(spark: SparkSession, cfg: Config, *, anchor_ms: int,
     `anchor_ms` = the newest event time the query has seen. Only sensors whose last reading is
     within offline.after_s + watermark of it can still lack their event-time OFFLINE; each gets
     the alert the event-time path would raise (event_time = last + after_s, same alert_id), so
-    when data resumes the timer's copy is a no-op in the MERGE and is not published twice.
+    when data resumes the timer's copy is found in gold/alerts and not delivered twice.
     """
-    from pyspark.sql import functions as F
-
     from gold.alert_rules import alert_id as make_id
     from gold.alert_rules import from_ms, severity
 
@@ -322,7 +330,8 @@ class _ClosePublisherOnEnd(ProgressJsonListener):
 def start_alerts(spark: SparkSession, cfg: Config, *, trigger: dict[str, Any]) -> StreamingQuery:
     """Start the `alerts` query over the source's readings; `trigger` goes to .trigger()."""
     ensure_alerts_table(spark, cfg)
-    # Keyed sink (MERGE on alert_id, at-least-once Kafka): re-running batch 0 is safe.
+    # Keyed sink (alert_id looked up before writing, at-least-once Kafka): re-running batch 0
+    # is safe.
     reset_if_first_batch_uncommitted(cfg.paths.checkpoint(QUERY_NAME))
     record_layout(cfg)
     # The silent-fleet watchdog reads silver's last readings.
