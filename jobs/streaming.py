@@ -13,11 +13,38 @@ from typing import Any
 from delta.tables import DeltaTable
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQueryListener
 from pyspark.sql.streaming.listener import JStreamingQueryListener
 from pyspark.sql.types import StructType
 
 logger = logging.getLogger(__name__)
+
+# The observation `observe_produce_time` adds to a query: the Kafka record timestamps (produce
+# times) of the rows each micro-batch read, as they appear in the progress JSON under
+# observedMetrics[PRODUCE_OBSERVATION] (jobs/metrics.py reads them by these names).
+PRODUCE_OBSERVATION = "produce_time"
+PRODUCE_MIN_MS = "min_produce_ms"
+PRODUCE_MAX_MS = "max_produce_ms"
+PRODUCE_ROWS = "produce_rows"
+PRODUCE_TIME_COLUMN = "kafka_timestamp"
+
+
+def observe_produce_time(df: DataFrame) -> DataFrame:
+    """``df`` unchanged, with the oldest and newest produce time and the row count of each
+    micro-batch reported in the query's progress (``observedMetrics``).
+
+    Call it on a query's input while ``kafka_timestamp`` is still a column, before any
+    aggregation, de-duplication or stateful operator: what is counted is what the batch read.
+    A query may hold the observation once only (Spark refuses two of the same name in a plan).
+    """
+    produced = F.unix_millis(F.col(PRODUCE_TIME_COLUMN))
+    return df.observe(
+        PRODUCE_OBSERVATION,
+        F.min(produced).alias(PRODUCE_MIN_MS),
+        F.max(produced).alias(PRODUCE_MAX_MS),
+        F.count(F.lit(1)).alias(PRODUCE_ROWS),
+    )
 
 
 def ensure_table(
