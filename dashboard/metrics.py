@@ -24,9 +24,12 @@ GAUGES: tuple[tuple[str, str, str, str, float], ...] = (
      "Processing rate of the latest micro-batch (rows/s).", "processed_rows_per_second", 1.0),
     ("lakehouse_batch_duration_seconds", "gauge",
      "Wall time of the latest micro-batch.", "batch_duration_ms", 0.001),
-    ("lakehouse_event_to_commit_latency_seconds", "gauge",
-     "Event time to Delta commit latency of the latest micro-batch.",
-     "event_to_commit_latency_ms", 0.001),
+    ("lakehouse_produce_to_commit_seconds", "gauge",
+     "Produce time (Kafka record timestamp) of the oldest record of the latest micro-batch "
+     "to the batch's commit.", "produce_to_commit_ms", 0.001),
+    ("lakehouse_data_age_seconds", "gauge",
+     "Newest event time of the latest micro-batch to the batch's commit (event-time lag, "
+     "not pipeline latency).", "data_age_ms", 0.001),
     ("lakehouse_batch_rows_dropped_late", "gauge",
      "Rows the latest micro-batch dropped as later than the watermark.", "rows_dropped_late",
      1.0),

@@ -9,6 +9,17 @@ must not block it. A background thread appends the buffer to the table every
     recorder = start_recording(spark, cfg)
     ...                       # run queries
     recorder.stop()           # last rows are written
+
+Latency is measured from produce time: the Kafka record timestamps a query's input carries,
+reported per micro-batch by `jobs.streaming.observe_produce_time` in the progress's
+``observedMetrics``. A batch commits at its progress timestamp (trigger start) plus
+``durationMs.triggerExecution``; ``produce_to_commit_ms`` is that commit time minus the oldest
+produce time of the batch (how long its longest-waiting record waited),
+``produce_to_commit_min_ms`` minus the newest. Event time says how old the data was when it was
+produced, not how long the pipeline took: ``data_age_ms`` (commit time minus the newest event
+time, from the watermark's eventTime stats) is a separate figure. Tables written before these
+columns existed gain them on the next append (mergeSchema); their old rows keep the data age in
+``event_to_commit_latency_ms`` and readers coalesce the two (`jobs.serving.latency_columns`).
 """
 
 from __future__ import annotations
@@ -32,7 +43,12 @@ from pyspark.sql.types import (
 )
 
 from jobs.config import Config
-from jobs.streaming import ProgressJsonListener
+from jobs.streaming import (
+    PRODUCE_MAX_MS,
+    PRODUCE_MIN_MS,
+    PRODUCE_OBSERVATION,
+    ProgressJsonListener,
+)
 from jobs.tables import PIPELINE_METRICS
 
 logger = logging.getLogger(__name__)
@@ -48,12 +64,18 @@ METRICS_SCHEMA = StructType(
         StructField("input_rows_per_second", DoubleType()),
         StructField("processed_rows_per_second", DoubleType()),
         StructField("batch_duration_ms", LongType()),
-        StructField("event_to_commit_latency_ms", DoubleType()),
         StructField("rows_dropped_late", LongType()),
         StructField("state_rows", LongType()),
         StructField("watermark", TimestampType()),
+        # Appended after the columns of the table's first layout, where mergeSchema puts them
+        # in an existing table, so old and new tables list their columns in the same order.
+        StructField("produce_to_commit_ms", DoubleType()),
+        StructField("produce_to_commit_min_ms", DoubleType()),
+        StructField("data_age_ms", DoubleType()),
     ]
 )
+# The first layout's name for data_age_ms; old rows hold it, new rows leave it out.
+LEGACY_DATA_AGE = "event_to_commit_latency_ms"
 COLUMNS: tuple[str, ...] = tuple(f.name for f in METRICS_SCHEMA.fields)
 
 # Events kept while the table cannot be written (e.g. disk full); the oldest are dropped first.
@@ -75,23 +97,48 @@ def _float(value: Any) -> float | None:
     return v if v == v and v not in (float("inf"), float("-inf")) else None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_ms(t: datetime) -> int:
+    # Integer arithmetic: progress times have millisecond precision, and so do the results.
+    return (t - _EPOCH) // timedelta(milliseconds=1)
+
+
+def produce_times(progress: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """(oldest, newest) produce time in epoch ms the batch observed; None when the query has
+    no produce-time observation or the batch read no row with a Kafka timestamp."""
+    observed = (progress.get("observedMetrics") or {}).get(PRODUCE_OBSERVATION) or {}
+    lo, hi = observed.get(PRODUCE_MIN_MS), observed.get(PRODUCE_MAX_MS)
+    return (None if lo is None else int(lo)), (None if hi is None else int(hi))
+
+
+def commit_time(progress: Mapping[str, Any]) -> datetime:
+    """When the micro-batch committed: trigger start plus the trigger's execution time."""
+    start = parse_spark_time(progress.get("timestamp"))
+    if start is None:
+        raise ValueError("progress without a timestamp")
+    durations = progress.get("durationMs") or {}
+    took = durations.get("triggerExecution", progress.get("batchDuration")) or 0
+    return start + timedelta(milliseconds=int(took))
+
+
 def progress_record(progress: Mapping[str, Any]) -> dict[str, Any]:
     """One gold/pipeline_metrics row from a progress event's JSON (`StreamingQueryProgress.json`).
 
-    ``batch_time`` is the progress timestamp (trigger start); the batch commits
-    ``batchDuration`` ms later, so event-to-commit latency is that commit time minus the
-    batch's max event time (null for queries without an event-time watermark).
+    ``batch_time`` is the progress timestamp (trigger start). Against the batch's commit time
+    (`commit_time`): ``produce_to_commit_ms`` from its oldest produce time,
+    ``produce_to_commit_min_ms`` from its newest (both null without an observation or without
+    Kafka timestamps in the batch), ``data_age_ms`` from its newest event time (null for
+    queries without an event-time watermark).
     """
     batch_time = parse_spark_time(progress["timestamp"])
     if batch_time is None:
         raise ValueError("progress without a timestamp")
-    duration_ms = int(progress.get("batchDuration") or 0)
+    committed_ms = _epoch_ms(commit_time(progress))
+    oldest, newest = produce_times(progress)
     event_time = progress.get("eventTime") or {}
     max_event = parse_spark_time(event_time.get("max"))
-    latency = None
-    if max_event is not None:
-        committed = batch_time + timedelta(milliseconds=duration_ms)
-        latency = (committed - max_event) / timedelta(milliseconds=1)
     ops = progress.get("stateOperators") or []
     return {
         "query_name": progress.get("name") or str(progress.get("id")),
@@ -100,11 +147,14 @@ def progress_record(progress: Mapping[str, Any]) -> dict[str, Any]:
         "input_rows": int(progress.get("numInputRows") or 0),
         "input_rows_per_second": _float(progress.get("inputRowsPerSecond")),
         "processed_rows_per_second": _float(progress.get("processedRowsPerSecond")),
-        "batch_duration_ms": duration_ms,
-        "event_to_commit_latency_ms": latency,
+        "batch_duration_ms": int(progress.get("batchDuration") or 0),
         "rows_dropped_late": sum(int(op.get("numRowsDroppedByWatermark") or 0) for op in ops),
         "state_rows": sum(int(op.get("numRowsTotal") or 0) for op in ops),
         "watermark": parse_spark_time(event_time.get("watermark")),
+        "produce_to_commit_ms": None if oldest is None else float(committed_ms - oldest),
+        "produce_to_commit_min_ms": None if newest is None else float(committed_ms - newest),
+        "data_age_ms": (None if max_event is None
+                        else float(committed_ms - _epoch_ms(max_event))),
     }
 
 
@@ -176,8 +226,11 @@ class MetricsRecorder:
                 return 0
             try:
                 data = [tuple(r[c] for c in COLUMNS) for r in rows]
+                # mergeSchema: a table of an older layout gains the new columns (its old
+                # rows read them as null); columns only it has are null in these rows.
                 (self.spark.createDataFrame(data, METRICS_SCHEMA).coalesce(1)
-                 .write.format("delta").mode("append").save(str(self.table)))
+                 .write.format("delta").mode("append").option("mergeSchema", "true")
+                 .save(str(self.table)))
             except Exception:
                 with self._lock:
                     self._buffer.extendleft(reversed(rows))

@@ -254,6 +254,10 @@ class Lakehouse:
                 raise ServingError(f"{exc}{hint}") from exc
         return Result(columns, rows)
 
+    def columns(self, view: str) -> list[str]:
+        """The view's column names (reads the table's log, no data)."""
+        return self.execute(f'SELECT * FROM "{view}" LIMIT 0').columns
+
     def df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         self.refresh()
         with self._lock:
@@ -303,6 +307,32 @@ def open_lakehouse(
             logger.info("no view for tables without that version: %s", ", ".join(hidden))
         logger.info("time travel: %s", ", ".join(f"{k}@v{v}" for k, v in pins.items()))
     return Lakehouse(cfg, versions=pins, hidden=hidden)
+
+
+# --- gold/pipeline_metrics across its layouts --------------------------------------------------
+
+# Each latency figure of gold/pipeline_metrics (jobs/metrics.py), with the older column names
+# that held it: a table written before a column existed gains it on the next append, and its
+# old rows keep their figure under the old name.
+LATENCY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "produce_to_commit_ms": (),
+    "produce_to_commit_min_ms": (),
+    "data_age_ms": ("event_to_commit_latency_ms",),
+}
+
+
+def latency_columns(lake: Lakehouse, view: str = "pipeline_metrics") -> str:
+    """SELECT items giving every figure of LATENCY_COLUMNS as a DOUBLE under its current name,
+    whichever layout the table has: from its old column in old rows, NULL where no column
+    holds it."""
+    have = set(lake.columns(view))
+    items = []
+    for name, older in LATENCY_COLUMNS.items():
+        present = [c for c in (name, *older) if c in have]
+        expr = (f"coalesce({', '.join(present)})" if len(present) > 1
+                else present[0] if present else "NULL")
+        items.append(f"CAST({expr} AS DOUBLE) AS {name}")
+    return ", ".join(items)
 
 
 # --- Output formats --------------------------------------------------------------------------

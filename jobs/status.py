@@ -43,7 +43,9 @@ class QueryBatch:
     input_rows: int
     processed_rows_per_second: float | None
     batch_duration_ms: int | None
-    event_to_commit_latency_ms: float | None
+    produce_to_commit_ms: float | None  # from the oldest record's Kafka timestamp
+    produce_to_commit_min_ms: float | None
+    data_age_ms: float | None  # from the newest event time: event-time lag, not latency
 
 
 @dataclass(frozen=True)
@@ -95,12 +97,13 @@ class Status:
             lines.append("  none recorded yet (gold/pipeline_metrics)")
         for q in self.queries:
             rate = q.processed_rows_per_second
-            latency = q.event_to_commit_latency_ms
+            latency, age = q.produce_to_commit_ms, q.data_age_ms
             lines.append(
                 f"  {q.query_name:<18} batch {q.batch_id:<6} at {q.batch_time:%Y-%m-%d %H:%M:%S}"
                 f"  {q.input_rows} rows  {0 if rate is None else rate:.0f} rows/s"
                 f"  {q.batch_duration_ms or 0} ms"
-                + ("" if latency is None else f"  event->commit {latency / 1000:.1f} s"))
+                + ("" if latency is None else f"  produce->commit {latency / 1000:.1f} s")
+                + ("" if age is None else f"  data age {age / 1000:.1f} s"))
         lines.append("tables:")
         for t in self.tables:
             state = ("not created yet" if t.version is None
@@ -206,7 +209,7 @@ def collect(cfg: Config) -> Status:
             res = lake.execute(
                 "SELECT query_name, batch_id, batch_time, input_rows,"
                 " CAST(processed_rows_per_second AS DOUBLE), batch_duration_ms,"
-                " CAST(event_to_commit_latency_ms AS DOUBLE)"
+                f" {serving.latency_columns(lake)}"
                 " FROM pipeline_metrics QUALIFY row_number() OVER"
                 " (PARTITION BY query_name ORDER BY batch_time DESC, batch_id DESC) = 1"
                 " ORDER BY query_name")

@@ -82,28 +82,62 @@ QUARANTINE_REASONS = [
 ]
 
 METRIC_QUERIES = ("bronze", "silver", "gold_alerts")
+# gold/pipeline_metrics as a user's lake holds it after an upgrade: batches 0-4 written in the
+# first layout (data age under its old name, no produce times), 5-9 appended in the current
+# one, which evolves the table (mergeSchema) as the metrics recorder does.
+LEGACY_BATCHES = 5
 
 
-def metrics_rows() -> list[tuple]:
+def metrics_rows() -> list[dict]:
+    """Every row, by column name; the figures a layout does not have are None."""
     rows = []
     for q, query in enumerate(METRIC_QUERIES):
         for batch in range(10):
             t = T0 + timedelta(minutes=30, seconds=5 * batch)
-            rows.append((
-                query, batch, t, 1000 + 100 * batch + q, 200.0 + 10 * batch + q,
-                250.0 + 10 * batch + q, 400 + 10 * batch + q, 1500.0 + 50 * batch + 100 * q,
-                batch % 3 if query == "silver" else 0, 10 * q + batch,
-                t - timedelta(minutes=10),
-            ))
+            legacy = batch < LEGACY_BATCHES
+            rows.append({
+                "query_name": query, "batch_id": batch, "batch_time": t,
+                "input_rows": 1000 + 100 * batch + q,
+                "input_rows_per_second": 200.0 + 10 * batch + q,
+                "processed_rows_per_second": 250.0 + 10 * batch + q,
+                "batch_duration_ms": 400 + 10 * batch + q,
+                "rows_dropped_late": batch % 3 if query == "silver" else 0,
+                "state_rows": 10 * q + batch,
+                "watermark": t - timedelta(minutes=10),
+                "produce_to_commit_ms": None if legacy else 900.0 + 20 * batch + 10 * q,
+                "produce_to_commit_min_ms": None if legacy else 300.0 + 20 * batch + 10 * q,
+                "data_age_ms": 1500.0 + 50 * batch + 100 * q,
+            })
     return rows
 
 
-METRICS_DDL = (
+LEGACY_METRICS_DDL = (
     "query_name STRING, batch_id LONG, batch_time TIMESTAMP, input_rows LONG, "
     "input_rows_per_second DOUBLE, processed_rows_per_second DOUBLE, batch_duration_ms LONG, "
     "event_to_commit_latency_ms DOUBLE, rows_dropped_late LONG, state_rows LONG, "
     "watermark TIMESTAMP"
 )
+METRICS_DDL = (
+    "query_name STRING, batch_id LONG, batch_time TIMESTAMP, input_rows LONG, "
+    "input_rows_per_second DOUBLE, processed_rows_per_second DOUBLE, batch_duration_ms LONG, "
+    "rows_dropped_late LONG, state_rows LONG, watermark TIMESTAMP, "
+    "produce_to_commit_ms DOUBLE, produce_to_commit_min_ms DOUBLE, data_age_ms DOUBLE"
+)
+
+
+def _ddl_columns(ddl: str) -> list[str]:
+    return [part.split()[0] for part in ddl.split(",")]
+
+
+def legacy_metrics_tuple(row: dict) -> tuple:
+    return tuple(row["data_age_ms"] if c == "event_to_commit_latency_ms" else row[c]
+                 for c in _ddl_columns(LEGACY_METRICS_DDL))
+
+
+def metrics_tuple(row: dict) -> tuple:
+    return tuple(row[c] for c in _ddl_columns(METRICS_DDL))
+
+
 STATUS_DDL = (
     "sensor_id STRING, location STRING, last_event_time TIMESTAMP, last_temperature DOUBLE, "
     "last_humidity DOUBLE, last_pressure DOUBLE, status STRING, open_alerts INT, "
@@ -172,4 +206,11 @@ def write_sample_tables(spark, root: Path) -> None:  # noqa: ANN001 - SparkSessi
     ]
     save(spark.createDataFrame(quarantine, QUARANTINE_SCHEMA), tables.QUARANTINE)
 
-    save(spark.createDataFrame(metrics_rows(), METRICS_DDL), tables.PIPELINE_METRICS)
+    rows = metrics_rows()
+    save(spark.createDataFrame([legacy_metrics_tuple(r) for r in rows
+                                if r["batch_id"] < LEGACY_BATCHES], LEGACY_METRICS_DDL),
+         tables.PIPELINE_METRICS)
+    (spark.createDataFrame([metrics_tuple(r) for r in rows if r["batch_id"] >= LEGACY_BATCHES],
+                           METRICS_DDL)
+     .write.format("delta").mode("append").option("mergeSchema", "true")
+     .save(str(root / tables.PIPELINE_METRICS)))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from serving_samples import ALERTS_V0, ALERTS_V1, METRIC_QUERIES, metrics_rows
+from serving_samples import ALERTS_V0, ALERTS_V1, METRIC_QUERIES, METRICS_DDL, metrics_rows
 
 from dashboard import metrics
 from jobs import serving
@@ -183,23 +183,52 @@ def test_metrics_page_reports_latest_batch_per_query(sample_lake: Config) -> Non
     assert "# TYPE lakehouse_input_rows_total counter" in page
     got = _prometheus(page)
     assert got[("lakehouse_metrics_table_up", "")] == 1
+    assert not any(name == "lakehouse_event_to_commit_latency_seconds" for name, _ in got)
     rows = metrics_rows()
     for query in METRIC_QUERIES:
-        mine = [r for r in rows if r[0] == query]
-        last = max(mine, key=lambda r: r[2])
-        assert got[("lakehouse_last_batch_id", query)] == last[1]
-        assert got[("lakehouse_batch_input_rows", query)] == last[3]
-        assert got[("lakehouse_input_rows_per_second", query)] == last[4]
-        assert got[("lakehouse_processed_rows_per_second", query)] == last[5]
-        assert got[("lakehouse_batch_duration_seconds", query)] == pytest.approx(last[6] / 1000)
-        assert got[("lakehouse_event_to_commit_latency_seconds", query)] == pytest.approx(
-            last[7] / 1000)
-        assert got[("lakehouse_batch_rows_dropped_late", query)] == last[8]
-        assert got[("lakehouse_state_rows", query)] == last[9]
-        assert got[("lakehouse_last_batch_timestamp_seconds", query)] == last[2].timestamp()
-        assert got[("lakehouse_input_rows_total", query)] == sum(r[3] for r in mine)
-        assert got[("lakehouse_rows_dropped_late_total", query)] == sum(r[8] for r in mine)
+        mine = [r for r in rows if r["query_name"] == query]
+        last = max(mine, key=lambda r: r["batch_time"])
+        assert got[("lakehouse_last_batch_id", query)] == last["batch_id"]
+        assert got[("lakehouse_batch_input_rows", query)] == last["input_rows"]
+        assert got[("lakehouse_input_rows_per_second", query)] == last["input_rows_per_second"]
+        assert got[("lakehouse_processed_rows_per_second", query)] == \
+            last["processed_rows_per_second"]
+        assert got[("lakehouse_batch_duration_seconds", query)] == pytest.approx(
+            last["batch_duration_ms"] / 1000)
+        assert got[("lakehouse_produce_to_commit_seconds", query)] == pytest.approx(
+            last["produce_to_commit_ms"] / 1000)
+        assert got[("lakehouse_data_age_seconds", query)] == pytest.approx(
+            last["data_age_ms"] / 1000)
+        assert got[("lakehouse_batch_rows_dropped_late", query)] == last["rows_dropped_late"]
+        assert got[("lakehouse_state_rows", query)] == last["state_rows"]
+        assert got[("lakehouse_last_batch_timestamp_seconds", query)] == \
+            last["batch_time"].timestamp()
+        assert got[("lakehouse_input_rows_total", query)] == sum(r["input_rows"] for r in mine)
+        assert got[("lakehouse_rows_dropped_late_total", query)] == sum(
+            r["rows_dropped_late"] for r in mine)
         assert got[("lakehouse_batches_total", query)] == len(mine)
+
+
+def test_metrics_table_read_across_its_layouts(sample_lake: Config) -> None:
+    """The sample table was written in the first layout, then evolved by an append in the
+    current one: every row reads, old rows' data age from the column that held it."""
+    lake = serving.Lakehouse(sample_lake)
+    assert {"event_to_commit_latency_ms", "produce_to_commit_ms", "data_age_ms"} <= set(
+        lake.columns("pipeline_metrics"))
+    got = lake.execute(f"SELECT query_name, batch_id, {serving.latency_columns(lake)}"
+                       " FROM pipeline_metrics ORDER BY 1, 2").rows
+    assert got == sorted((r["query_name"], r["batch_id"], r["produce_to_commit_ms"],
+                          r["produce_to_commit_min_ms"], r["data_age_ms"])
+                         for r in metrics_rows())
+
+
+def test_metrics_sample_layout_is_the_recorders() -> None:
+    from jobs.metrics import METRICS_SCHEMA
+
+    assert [f"{f.name} {f.dataType.simpleString()}" for f in METRICS_SCHEMA.fields] == [
+        c.strip().replace("LONG", "bigint").replace("STRING", "string")
+        .replace("TIMESTAMP", "timestamp").replace("DOUBLE", "double")
+        for c in METRICS_DDL.split(",")]
 
 
 def test_metrics_page_before_the_table_exists(base_cfg: Config, tmp_path: Path) -> None:
