@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from jobs.serving import Lakehouse, ServingError, _plain
+from jobs.serving import Lakehouse, ServingError, _plain, latency_columns
 from jobs.tables import VIEWS
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,9 @@ def _since(column: str, table: str, minutes: int, where: str = "") -> str:
 
 
 def pipeline(lake: Lakehouse, f: Filters) -> Panel:
-    """Rows/s and event-to-commit latency per query over time, and each query's latest batch."""
+    """Per query over time: rows/s, produce -> commit latency (the oldest record of each batch,
+    from its Kafka timestamp) and data age (newest event time -> commit); each query's latest
+    batch."""
     if not lake.has("pipeline_metrics"):
         return _waiting("pipeline_metrics")
     res = lake.execute(
@@ -77,16 +79,18 @@ def pipeline(lake: Lakehouse, f: Filters) -> Panel:
         " CAST(input_rows_per_second AS DOUBLE) AS input_rows_per_second,"
         " CAST(processed_rows_per_second AS DOUBLE) AS processed_rows_per_second,"
         " CAST(batch_duration_ms AS DOUBLE) AS batch_duration_ms,"
-        " CAST(event_to_commit_latency_ms AS DOUBLE) AS event_to_commit_latency_ms"
+        f" {latency_columns(lake)}"
         f" FROM pipeline_metrics WHERE {_since('batch_time', 'pipeline_metrics', f.minutes)}"
         " ORDER BY query_name, batch_time, batch_id")
     series: dict[str, dict[str, list]] = {}
     for rec in _records(res.columns, res.rows):
-        s = series.setdefault(rec["query_name"], {"t": [], "rows_per_second": [],
-                                                  "latency_ms": []})
+        s = series.setdefault(rec["query_name"], {
+            "t": [], "rows_per_second": [], "produce_to_commit_ms": [],
+            "produce_to_commit_min_ms": [], "data_age_ms": []})
         s["t"].append(rec["batch_time"])
         s["rows_per_second"].append(rec["input_rows_per_second"])
-        s["latency_ms"].append(rec["event_to_commit_latency_ms"])
+        for key in ("produce_to_commit_ms", "produce_to_commit_min_ms", "data_age_ms"):
+            s[key].append(rec[key])
     latest = latest_batches(lake)
     return {"status": "ok", "series": series, "latest": _records(latest.columns, latest.rows)}
 
@@ -98,7 +102,7 @@ def latest_batches(lake: Lakehouse):  # noqa: ANN201 - jobs.serving.Result
         " CAST(input_rows_per_second AS DOUBLE) AS input_rows_per_second,"
         " CAST(processed_rows_per_second AS DOUBLE) AS processed_rows_per_second,"
         " CAST(batch_duration_ms AS DOUBLE) AS batch_duration_ms,"
-        " CAST(event_to_commit_latency_ms AS DOUBLE) AS event_to_commit_latency_ms,"
+        f" {latency_columns(lake)},"
         " rows_dropped_late, state_rows"
         " FROM pipeline_metrics"
         " QUALIFY row_number() OVER (PARTITION BY query_name"

@@ -28,8 +28,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-component-update", "--disable-sync"]
 PANELS = ("panel-pipeline", "panel-alerts", "panel-sensor", "panel-locations",
           "panel-alert-counts", "panel-quarantine", "panel-status")
-PLOTS = ("plot-rate", "plot-latency", "plot-sensor", "plot-locations", "plot-alert-counts",
-         "plot-quarantine", "plot-status")
+PLOTS = ("plot-rate", "plot-latency", "plot-data-age", "plot-sensor", "plot-locations",
+         "plot-alert-counts", "plot-quarantine", "plot-status")
 
 
 def _free_port() -> int:
@@ -100,6 +100,8 @@ class Dom(HTMLParser):
         self.testids: dict[str, str] = {}
         self.elements: dict[str, dict[str, str]] = {}
         self.svg_in: dict[str, int] = {}
+        self.titles: dict[str, str] = {}  # plot id -> the title plotly drew in its SVG
+        self._title: str | None = None
         self._table: str | None = None
         self._cell: str | None = None
         self._testid: str | None = None
@@ -114,6 +116,11 @@ class Dom(HTMLParser):
             self.elements["<body>"] = a
         if tag == "div":
             self._open.append(a["id"] if a.get("id", "").startswith("plot-") else None)
+        if tag == "text" and "gtitle" in a.get("class", "").split():
+            plots = [p for p in self._open if p]
+            self._title = plots[-1] if plots else None
+            if self._title:
+                self.titles[self._title] = ""
         if tag == "svg" and "main-svg" in a.get("class", ""):
             for pid in filter(None, self._open):
                 self.svg_in[pid] = self.svg_in.get(pid, 0) + 1
@@ -138,9 +145,13 @@ class Dom(HTMLParser):
             self._table = None
         if tag == "td":
             self._cell = None
+        if tag == "text":
+            self._title = None
         self._testid = None
 
     def handle_data(self, data: str) -> None:
+        if self._title:
+            self.titles[self._title] += data
         if self._cell and self._table:
             self.tables[self._table][-1][self._cell] += data
         if self._testid:
@@ -211,14 +222,23 @@ def _check_page(dom: Dom, duck: Duck) -> None:
     (quarantined,), = duck.q("SELECT count(*) FROM {quarantine}")
     assert dom.testids["kpi-quarantine"] == str(quarantined)
 
-    rates = duck.q("SELECT query_name, input_rows_per_second, event_to_commit_latency_ms "
+    # The sample table holds rows of both layouts (tests/serving_samples.py): the data age of
+    # old rows is under its first name.
+    rates = duck.q("SELECT query_name, input_rows_per_second, produce_to_commit_ms, "
+                   "produce_to_commit_min_ms, coalesce(data_age_ms, event_to_commit_latency_ms) "
                    "FROM {pipeline_metrics} QUALIFY row_number() OVER "
                    "(PARTITION BY query_name ORDER BY batch_time DESC) = 1 ORDER BY 1")
     assert dom.keys["pipeline"] == [r[0] for r in rates]
     for row, r in zip(dom.tables["pipeline"], rates, strict=True):
         assert _same(row["input_rows_per_second"], r[1])
-        assert _same(row["event_to_commit_latency_ms"], r[2])
-    assert dom.elements["plot-rate"]["data-queries"] == str(len(rates))
+        assert _same(row["produce_to_commit_ms"], r[2])
+        assert _same(row["produce_to_commit_min_ms"], r[3])
+        assert _same(row["data_age_ms"], r[4])
+    for pid in ("plot-rate", "plot-latency", "plot-data-age"):
+        assert dom.elements[pid]["data-queries"] == str(len(rates)), pid
+    # Latency is from produce time, labelled so; event-time lag is its own, labelled plot.
+    assert dom.titles["plot-latency"] == "produce → commit latency per query (s)"
+    assert dom.titles["plot-data-age"] == "data age: newest event time → commit (s)"
 
 
 def test_dashboard_in_headless_chromium_shows_what_duckdb_returns(
