@@ -74,8 +74,6 @@ METRICS_SCHEMA = StructType(
         StructField("data_age_ms", DoubleType()),
     ]
 )
-# The first layout's name for data_age_ms; old rows hold it, new rows leave it out.
-LEGACY_DATA_AGE = "event_to_commit_latency_ms"
 COLUMNS: tuple[str, ...] = tuple(f.name for f in METRICS_SCHEMA.fields)
 
 # Events kept while the table cannot be written (e.g. disk full); the oldest are dropped first.
