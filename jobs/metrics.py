@@ -67,8 +67,7 @@ METRICS_SCHEMA = StructType(
         StructField("rows_dropped_late", LongType()),
         StructField("state_rows", LongType()),
         StructField("watermark", TimestampType()),
-        # Appended after the columns of the table's first layout, where mergeSchema puts them
-        # in an existing table, so old and new tables list their columns in the same order.
+        # Last, where mergeSchema appends them in a table of the first layout as well.
         StructField("produce_to_commit_ms", DoubleType()),
         StructField("produce_to_commit_min_ms", DoubleType()),
         StructField("data_age_ms", DoubleType()),
