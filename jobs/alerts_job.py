@@ -37,6 +37,7 @@ from jobs.silver_job import ensure_readings_table, source_readings
 from jobs.streaming import (
     ProgressJsonListener,
     holds_no_files,
+    observe_produce_time,
     reset_if_first_batch_uncommitted,
     stoppable,
 )
@@ -336,7 +337,7 @@ def start_alerts(spark: SparkSession, cfg: Config, *, trigger: dict[str, Any]) -
     record_layout(cfg)
     # The silent-fleet watchdog reads silver's last readings.
     ensure_readings_table(spark, cfg)
-    alerts = alert_stream(source_readings(spark, cfg), cfg=cfg.alerts,
+    alerts = alert_stream(observe_produce_time(source_readings(spark, cfg)), cfg=cfg.alerts,
                           watermark=cfg.streaming.watermark,
                           early_window_s=realtime_alerts_job.early_window_s(cfg))
     publisher = AlertPublisher(cfg.kafka)

@@ -14,7 +14,7 @@ from pyspark.sql.streaming import StreamingQuery
 from bronze.schema import BRONZE_SCHEMA
 from bronze.transform import from_kafka, from_lines
 from jobs.config import Config
-from jobs.streaming import ensure_table
+from jobs.streaming import ensure_table, observe_produce_time
 from jobs.tables import BRONZE_RAW
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
     # sink's first commit to create the same table.
     ensure_table(spark, path, BRONZE_SCHEMA, ("ingest_date",))
     query = (
-        read_source(spark, cfg)
+        observe_produce_time(read_source(spark, cfg))
         .writeStream.format("delta")
         .queryName(QUERY_NAME)
         .outputMode("append")

@@ -24,6 +24,7 @@ from pyspark.sql.streaming import StreamingQuery
 from gold.alerts import published_early, static_alert_rows
 from jobs.config import Config
 from jobs.silver_job import source_readings
+from jobs.streaming import observe_produce_time
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> list[StreamingQ
     realtime = "realTime" in trigger
     if realtime:
         check_slots(cfg, cfg.kafka.partitions_in)
-    readings = source_readings(spark, cfg, rate_limit=not realtime)
+    readings = observe_produce_time(source_readings(spark, cfg, rate_limit=not realtime))
     fresh = readings.where(published_early(F.col("event_time"), F.col("kafka_timestamp"),
                                            cfg.streaming.watermark_s))
     alerts = static_alert_rows(fresh, cfg=cfg.alerts, detected_at=wall_clock())

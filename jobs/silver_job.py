@@ -28,6 +28,7 @@ from jobs.streaming import (
     holds_no_files,
     idempotent_append,
     last_commit_rows,
+    observe_produce_time,
     stoppable,
 )
 from jobs.tables import BRONZE_RAW, QUARANTINE, SILVER_READINGS
@@ -144,10 +145,11 @@ def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
     sync_registry(spark, cfg)
     # Silver may start before bronze has committed anything.
     ensure_table(spark, cfg.paths.table(BRONZE_RAW), BRONZE_SCHEMA, ("ingest_date",))
+    bronze = (spark.readStream.format("delta")
+              .option("maxFilesPerTrigger", cfg.streaming.max_files_per_trigger)
+              .load(str(cfg.paths.table(BRONZE_RAW))))
     query = (
-        spark.readStream.format("delta")
-        .option("maxFilesPerTrigger", cfg.streaming.max_files_per_trigger)
-        .load(str(cfg.paths.table(BRONZE_RAW)))
+        observe_produce_time(bronze)
         .writeStream.queryName(QUERY_NAME)
         .foreachBatch(stoppable(functools.partial(write_batch, cfg=cfg)))
         .option("checkpointLocation", str(cfg.paths.checkpoint(QUERY_NAME)))
