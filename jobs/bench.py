@@ -422,7 +422,7 @@ def probed(messages: Iterator[Message], every: int) -> Iterator[Message]:
 READINGS_QUERIES = {
     "bronze": ("bronze",),
     "silver": ("silver",),
-    "gold": ("alerts", "gold_sensor_stats_5m", "gold_sensor_stats_10m", "gold_location_stats_5m"),
+    "gold": ("alerts", "gold_aggregates"),
 }
 
 

@@ -269,6 +269,14 @@ def recovery_hint(cfg: Config, query: str) -> str:
             "(MERGE or overwrite) writes the same rows again")
 
 
+# Gold queries that gold_aggregates replaced (README "Checkpoint recovery"): their checkpoints
+# may remain in a data folder; no query reads them, and they are not checked.
+RETIRED_QUERIES: frozenset[str] = frozenset({
+    "gold_sensor_stats_5m", "gold_sensor_stats_10m", "gold_location_stats_5m",
+    "gold_sensor_status",
+})
+
+
 def check_checkpoints(cfg: Config, layers: Sequence[str]) -> None:
     """Refuse to start while a checkpoint of a chosen layer is damaged; name the recovery."""
     root = cfg.paths.checkpoints
@@ -278,6 +286,10 @@ def check_checkpoints(cfg: Config, layers: Sequence[str]) -> None:
     for folder in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
         if folder.suffix or layer_of(folder.name) not in layers:
             continue  # e.g. bronze.broken: set aside by a user
+        if folder.name in RETIRED_QUERIES:
+            logger.info("checkpoint %s: its query was replaced by gold_aggregates; nothing "
+                        "reads it any more (delete it at will)", folder)
+            continue
         if problem := checkpoint_problem(folder):
             damaged.append(
                 f"checkpoint of query '{folder.name}' is damaged: {problem}.\n"
