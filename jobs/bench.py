@@ -68,6 +68,7 @@ class BenchOptions:
     sustain_warmup_s: float = 120.0
     sustain_window_s: float = 300.0
     sustain_path: str = "all"             # whose lag must stay bounded: see SUSTAIN_PATHS
+    reference: bool = True                # after each latency run, the plain reference query
 
 
 QUICK = BenchOptions(messages=30_000, rates=(1_000.0,), rate_duration_s=20.0)
@@ -528,6 +529,41 @@ def latency_run(spark: Any, cfg: Config, opts: BenchOptions, rate: float,
     return result
 
 
+def reference_run(spark: Any, cfg: Config, opts: BenchOptions, rate: float,
+                  pids: dict[str, int]) -> dict[str, Any]:
+    """The plain reference query (jobs.bench_reference) alone on the same load: the fleet and
+    its probes at ``rate`` to a topic of its own, alerts timed by the broker's append time."""
+    from jobs.bench_reference import probe_latencies, start_reference, wait_for_alerts
+    from jobs.topics import create_topics
+
+    tag = f"ref-{int(rate)}"
+    run_cfg = cfg.with_overrides({"kafka.topic_in": f"{cfg.kafka.topic_in}-{tag}"})
+    topic_out = f"{cfg.kafka.topic_alerts}-{tag}"
+    create_topics(run_cfg, {run_cfg.kafka.topic_in: cfg.kafka.partitions_in,
+                            topic_out: cfg.kafka.partitions_alerts},
+                  configs={topic_out: LOG_APPEND_TIME})
+    t_start = time.time()
+    query = start_reference(spark, cfg, topic_in=run_cfg.kafka.topic_in, topic_out=topic_out,
+                            checkpoint=str(cfg.paths.data_dir / f"checkpoint-{tag}"))
+    try:
+        with Sampler(pids, cfg.paths.data_dir / f"checkpoint-{tag}") as sampler:
+            produced = produce_at(run_cfg, opts, rate, opts.rate_duration_s)
+            probes = produced.sent // opts.probe_every if opts.probe_every else 0
+            wait_for_alerts(cfg, topic_out, probes, 60.0)
+    finally:
+        query.stop()
+    lat = probe_latencies(run_cfg, topic_in=run_cfg.kafka.topic_in, topic_out=topic_out,
+                          probe_temperature=PROBE_TEMPERATURE, since_epoch_s=t_start)
+    return {"rate": rate, "produced": produced.sent,
+            "alert": {**_pcts(lat["latencies"]), "probes": lat["probes"]},
+            "cost": asdict(sampler.cost)}
+
+
+def cores(cost: dict[str, Any]) -> float:
+    """Cores busy for the pipeline: its JVM and its Python workers."""
+    return cost["jvm_cpu_cores"] + cost["workers_cpu_cores"]
+
+
 # -- 4. sustainable rate -----------------------------------------------------------------------
 
 
@@ -797,12 +833,19 @@ def run_bench(base: Config, opts: BenchOptions, root: Path) -> dict[str, Any]:
             results["layers"] = layer_throughput(spark, cfg, opts.messages, pids=pids)
             results["chains"] = chain_rates(results["layers"], opts.messages)
         results["latency"] = []
+        results["reference"] = []
         for rate in opts.rates:
             try:
                 results["latency"].append(latency_run(spark, cfg, opts, rate, pids))
             except Exception as exc:  # keep what was measured; say what failed
                 logger.exception("latency run at %g/s failed", rate)
                 results["latency"].append({"rate": rate, "error": str(exc)})
+            if opts.reference:
+                try:
+                    results["reference"].append(reference_run(spark, cfg, opts, rate, pids))
+                except Exception as exc:
+                    logger.exception("reference run at %g/s failed", rate)
+                    results["reference"].append({"rate": rate, "error": str(exc)})
         if opts.sustain_from:
             results["sustain"] = find_sustainable(spark, cfg, opts, pids)
         results["peak"] = {k: _status_kb(p, "VmHWM") / 1024 for k, p in pids.items()}
@@ -820,8 +863,8 @@ def _clean(root: Path) -> None:
 
     for name in ("kafka", "spark-warehouse"):
         shutil.rmtree(root / name, ignore_errors=True)
-    for lake in root.glob("lake-*"):
-        shutil.rmtree(lake, ignore_errors=True)
+    for folder in (*root.glob("lake-*"), *root.glob("checkpoint-ref-*")):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -849,11 +892,32 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
             f"p99 {_f(s['p99'], 2)} s (n {s['n']:,}); produce->alert p50 {_f(a['p50'], 2)} s "
             f"p95 {_f(a['p95'], 2)} s p99 {_f(a['p99'], 2)} s (n {a['n']:,} of {a['probes']:,} "
             f"probes); max lag {_f(lat['max_lag'])}, final lag {_f(lat['final_lag'])}")
+    lines += reference_lines(r)
     if "sustain" in r:
         lines.append(sustain_line(r["sustain"]))
     peak = r.get("peak", {})
     lines.append("peak RSS (VmHWM): " + ", ".join(f"{k} {v:,.0f} MB" for k, v in peak.items()))
     return lines
+
+
+def reference_lines(r: dict[str, Any]) -> list[str]:
+    """The pipeline against the plain reference query at each rate: p95 and cores, as ratios."""
+    out = []
+    pipeline = {lat["rate"]: lat for lat in r.get("latency", []) if "error" not in lat}
+    for ref in r.get("reference", []):
+        if "error" in ref:
+            out.append(f"reference at {ref['rate']:,.0f}/s: FAILED ({ref['error']})")
+            continue
+        a, c = ref["alert"], cores(ref["cost"])
+        line = (f"reference query at {ref['rate']:,.0f}/s: produce->alert p50 {_f(a['p50'], 2)} s "
+                f"p95 {_f(a['p95'], 2)} s ({a['n']:,} of {a['probes']:,} probes), "
+                f"{c:.2f} cores")
+        lat = pipeline.get(ref["rate"])
+        if lat and a["p95"] and lat["alert"]["p95"] is not None and c:
+            line += (f"; pipeline/reference: p95 {lat['alert']['p95'] / a['p95']:.1f}x, "
+                     f"cores {cores(lat['cost']) / c:.1f}x")
+        out.append(line)
+    return out
 
 
 def throughput_lines(r: dict[str, Any]) -> list[str]:

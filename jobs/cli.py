@@ -247,6 +247,8 @@ def bench_state_cmd(cfg: Config, sensors: int, hours: float, chunk_min: float,
                    "the alert path (bronze, silver, alerts).")
 @click.option("--no-throughput", "throughput", flag_value=False, default=None,
               help="Skip the backlog, the ceiling and the per-layer throughput.")
+@click.option("--no-reference", "reference", flag_value=False, default=None,
+              help="Skip the plain reference query run after each latency run.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Bench folder (default <data_dir>/bench/run-<UTC time>).")
 @click.option("--keep-data", is_flag=True, default=None,
