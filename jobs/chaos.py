@@ -19,6 +19,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -92,13 +93,21 @@ def _lakehouse(cfg: Config, *args: str) -> list[str]:
 
 
 def chaos_messages(*, messages: int, sensors: int, seed: int) -> list:
-    """A deterministic fleet stream with faults and events."""
+    """A seeded fleet stream with faults and events, its event time ending about now.
+
+    Produced at once, its last ten minutes of readings are fresh (produced within the
+    watermark of their event time): the real-time query publishes their static alerts, and
+    the stateful query the rest, so both alert paths run through the crash.
+    """
     from generator.fleet import make_fleet
     from generator.stream import GeneratorSpec, generate_messages
 
+    interval_s = 10.0
+    span = timedelta(seconds=messages / sensors * interval_s)
+    start = (datetime.now(UTC) - span).replace(microsecond=0)
     spec = GeneratorSpec(sensors=tuple(make_fleet(sensors, seed=seed)), seed=seed,
-                         interval_s=10.0, count=messages, faults=CHAOS_FAULTS,
-                         events=CHAOS_EVENTS)
+                         interval_s=interval_s, count=messages, faults=CHAOS_FAULTS,
+                         events=CHAOS_EVENTS, start=start)
     return list(generate_messages(spec))
 
 
