@@ -96,11 +96,10 @@ def _metric_measures(measures: tuple[str, ...]) -> list[Column]:
     return [fns[m](c).alias(f"{m}_{c}") for c in METRICS for m in measures]
 
 
-def _quantiles(sketch: Column) -> Column:
+def _quantiles(sketch: Column, *, any_value: Column) -> Column:
     # An empty sketch (no temperature at all) has no quantiles; asking it raises.
     ranks = F.array(*[F.lit(p) for _, p in PERCENTILES])
-    return F.when(F.kll_sketch_get_n_double(sketch) > 0,
-                  F.kll_sketch_get_quantile_double(sketch, ranks))
+    return F.when(any_value, F.kll_sketch_get_quantile_double(sketch, ranks))
 
 
 def sensor_stats(
@@ -118,8 +117,8 @@ def sensor_stats(
         F.max("location").alias("location"),
         F.count(F.lit(1)).alias("readings"),
         *_metric_measures(("avg", "min", "max", "stddev")),
-        _quantiles(F.kll_sketch_agg_double("temperature", sketch_k(percentile_accuracy)))
-        .alias("_pct"),
+        _quantiles(F.kll_sketch_agg_double("temperature", sketch_k(percentile_accuracy)),
+                   any_value=F.count("temperature") > 0).alias("_pct"),
     )
     return agg.select(
         "sensor_id", "location", *_flatten(), "readings",
@@ -239,7 +238,8 @@ def finish_sensor_stats(partials: DataFrame, *, keep_partials: bool = False) -> 
     """
     n = F.col("readings")
     stddev = {c: F.when(n > 1, F.sqrt(F.col(f"m2_{c}") / (n - 1))) for c in METRICS}
-    df = partials.withColumn("_pct", _quantiles(F.col(SKETCH)))
+    df = partials.withColumn(
+        "_pct", _quantiles(F.col(SKETCH), any_value=F.col("min_temperature").isNotNull()))
     return df.select(
         *SENSOR_STATS_COLUMNS[:5],
         *[(stddev[c] if m == "stddev" else F.col(f"{m}_{c}")).alias(f"{m}_{c}")

@@ -26,9 +26,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from delta.tables import DeltaTable
+from pyspark import inheritable_thread_target
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -58,12 +62,6 @@ from silver.schema import SILVER_SCHEMA
 logger = logging.getLogger(__name__)
 
 AGGREGATES_QUERY = "gold_aggregates"
-# Queries that gold_aggregates replaced. Their checkpoints are no longer read; a run leaves
-# them where they are (README "Checkpoint recovery").
-RETIRED_QUERIES: tuple[str, ...] = (
-    "gold_sensor_stats_5m", "gold_sensor_stats_10m", "gold_location_stats_5m",
-    "gold_sensor_status",
-)
 
 
 def _silver_stream(spark: SparkSession, cfg: Config, *, watermark: bool = True) -> DataFrame:
@@ -132,46 +130,72 @@ def _start_merge(
     )
 
 
+def _timed(name: str, fn: Callable[[], None], times: dict[str, float]) -> None:
+    t = time.monotonic()
+    fn()
+    times[name] = time.monotonic() - t
+
+
 def write_aggregates_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
     """One micro-batch of changed sensor buckets -> the four tables they feed (module doc)."""
     spark, g = batch.sparkSession, cfg.gold
+    times: dict[str, float] = {}
+    t0 = time.monotonic()
     changed = batch.persist()
     try:
         lo, hi = changed.agg(_ts(F.min("window_start")), _ts(F.max("window_start"))).first()
+        times["state"] = time.monotonic() - t0
         if lo is None:
             return
         lo_ts, hi_ts = f"TIMESTAMP'{lo}'", f"TIMESTAMP'{hi}'"
         stats_5m = cfg.paths.table(STATS_5M)
-
-        merge_batch(agg.finish_sensor_stats(changed, keep_partials=True), batch_id,
-                    path=stats_5m, keys=agg.SENSOR_STATS_KEYS, since=lo_ts)
+        _timed("5m", lambda: merge_batch(
+            agg.finish_sensor_stats(changed, keep_partials=True), batch_id, path=stats_5m,
+            keys=agg.SENSOR_STATS_KEYS, since=lo_ts), times)
 
         # Read after the MERGE: this batch's buckets and their neighbours, as committed.
         buckets = spark.read.format("delta").load(str(stats_5m))
-        span = f"INTERVAL {g.sliding}"
-        sensors = changed.select("sensor_id").distinct()
-        neighbours = buckets.where(
-            f"window_start > {lo_ts} - {span} AND window_start < {hi_ts} + {span}"
-        ).join(sensors, "sensor_id", "left_semi")
-        touched = agg.sliding_windows_of(changed, window=g.sliding, slide=g.slide)
-        merge_batch(
-            agg.sliding_stats_from_buckets(neighbours, touched, window=g.sliding, slide=g.slide),
-            batch_id, path=cfg.paths.table(STATS_10M), keys=agg.SENSOR_STATS_KEYS,
-            since=f"{lo_ts} - {span}")
 
-        # Every location a changed bucket counted for, before or now (its locations so far).
-        places = changed.select(F.explode("locations").alias("location"), "window_start") \
-            .distinct()
-        in_place = buckets.where(f"window_start >= {lo_ts} AND window_start <= {hi_ts}").join(
-            places, ["location", "window_start"], "left_semi")
-        located = places.join(agg.location_stats_from_buckets(in_place),
-                              ["location", "window_start"], "left")
-        merge_batch(located, batch_id, path=cfg.paths.table(LOCATION_5M),
-                    keys=agg.LOCATION_STATS_KEYS, since=lo_ts, delete_if="s.readings IS NULL")
+        def sliding() -> None:
+            span = f"INTERVAL {g.sliding}"
+            neighbours = buckets.where(
+                f"window_start > {lo_ts} - {span} AND window_start < {hi_ts} + {span}"
+            ).join(F.broadcast(changed.select("sensor_id").distinct()), "sensor_id", "left_semi")
+            touched = agg.sliding_windows_of(changed, window=g.sliding, slide=g.slide)
+            merge_batch(
+                agg.sliding_stats_from_buckets(neighbours, touched, window=g.sliding,
+                                               slide=g.slide),
+                batch_id, path=cfg.paths.table(STATS_10M), keys=agg.SENSOR_STATS_KEYS,
+                since=f"{lo_ts} - {span}")
 
-        write_status_batch(changed.select("sensor_id", "last.*"), batch_id, cfg=cfg)
+        def locations() -> None:
+            # Every location a changed bucket counted for, before or now (its locations).
+            places = changed.select(F.explode("locations").alias("location"), "window_start") \
+                .distinct()
+            in_place = buckets.where(f"window_start >= {lo_ts} AND window_start <= {hi_ts}") \
+                .join(F.broadcast(places), ["location", "window_start"], "left_semi")
+            located = places.join(agg.location_stats_from_buckets(in_place),
+                                  ["location", "window_start"], "left")
+            merge_batch(located, batch_id, path=cfg.paths.table(LOCATION_5M),
+                        keys=agg.LOCATION_STATS_KEYS, since=lo_ts,
+                        delete_if="s.readings IS NULL")
+
+        def status() -> None:
+            write_status_batch(changed.select("sensor_id", "last.*"), batch_id, cfg=cfg)
+
+        # Three independent writes, side by side: one's driver-side planning and commit
+        # overlaps another's tasks. Their jobs keep the stream thread's job group and pool.
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="gold-batch") as pool:
+            futures = [pool.submit(inheritable_thread_target(spark)(functools.partial(
+                _timed, name, fn, times))) for name, fn in
+                (("10m", sliding), ("location", locations), ("status", status))]
+            for f in futures:
+                f.result()
     finally:
         changed.unpersist()
+        logger.debug("batch %d: %s (%.1f s)", batch_id,
+                     ", ".join(f"{k} {v:.1f} s" for k, v in times.items()),
+                     time.monotonic() - t0)
 
 
 def _empty(spark: SparkSession, schema: StructType) -> DataFrame:
@@ -194,10 +218,6 @@ def _add_missing_columns(spark: SparkSession, path: Path, schema: StructType) ->
         spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
 
 
-def _retired_checkpoints(cfg: Config) -> list[Path]:
-    return [p for q in RETIRED_QUERIES if (p := cfg.paths.checkpoint(q)).exists()]
-
-
 def start_aggregates(spark: SparkSession, cfg: Config, *, trigger: dict) -> list[StreamingQuery]:
     """gold_aggregates: sensor_stats_5m, sensor_stats_10m, location_stats_5m, sensor_status."""
     g = cfg.gold
@@ -215,10 +235,6 @@ def start_aggregates(spark: SparkSession, cfg: Config, *, trigger: dict) -> list
         path = cfg.paths.table(table)
         ensure_table(spark, path, df.schema)
         _add_missing_columns(spark, path, df.schema)
-    if retired := _retired_checkpoints(cfg):
-        logger.info("checkpoints of retired queries, no longer read (delete them at will): %s",
-                    ", ".join(str(p) for p in retired))
-
     checkpoint = cfg.paths.checkpoint(AGGREGATES_QUERY)
     reset_if_first_batch_uncommitted(checkpoint)
     query = (
