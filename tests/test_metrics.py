@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,6 +49,20 @@ PROGRESS = {
     },
 }
 
+
+
+def _run_recorded(spark, cfg: Config, start: Callable[[], Any]) -> list[dict]:
+    """Run the query ``start`` starts to its end with the metrics recorder on; its progress."""
+    recorder = metrics.start_recording(spark, cfg)
+    query = None
+    try:
+        query = start()
+        query.awaitTermination()
+        return [json.loads(p.json) for p in query.recentProgress]
+    finally:
+        if query is not None and query.isActive:
+            query.stop()
+        recorder.stop()
 
 def test_progress_record_maps_every_column() -> None:
     rec = metrics.progress_record(PROGRESS)
@@ -174,18 +190,9 @@ def test_listener_records_every_micro_batch(spark, base_cfg: Config, tmp_path: P
                 .option("maxFilesPerTrigger", 1).json(str(src)))
               .withWatermark("ts", "1 minute")
               .groupBy("k", F.window("ts", "5 minutes")).count())
-    recorder = metrics.start_recording(spark, cfg)
-    query = None
-    try:
-        query = (stream.writeStream.format("noop").outputMode("update").queryName("metrics_test")
-                 .option("checkpointLocation", str(tmp_path / "cp"))
-                 .trigger(availableNow=True).start())
-        query.awaitTermination()
-        progress = [json.loads(p.json) for p in query.recentProgress]
-    finally:
-        if query is not None and query.isActive:
-            query.stop()
-        recorder.stop()
+    progress = _run_recorded(spark, cfg, lambda: (
+        stream.writeStream.format("noop").outputMode("update").queryName("metrics_test")
+        .option("checkpointLocation", str(tmp_path / "cp")).trigger(availableNow=True).start()))
 
     assert converted == [], "progress events reached the listener through Java exceptions"
     table = spark.read.format("delta").load(str(cfg.paths.table(PIPELINE_METRICS)))
@@ -262,18 +269,9 @@ def test_an_old_metrics_table_gains_produce_latency_from_a_delta_stream(
 
     stream = observe_produce_time(spark.readStream.format("delta")
                                   .option("maxFilesPerTrigger", 1).load(str(src)))
-    recorder = metrics.start_recording(spark, cfg)
-    query = None
-    try:
-        query = (stream.writeStream.foreachBatch(merge).queryName("observed_merge")
-                 .option("checkpointLocation", str(tmp_path / "cp"))
-                 .trigger(availableNow=True).start())
-        query.awaitTermination()
-        progress = [json.loads(p.json) for p in query.recentProgress]
-    finally:
-        if query is not None and query.isActive:
-            query.stop()
-        recorder.stop()
+    progress = _run_recorded(spark, cfg, lambda: (
+        stream.writeStream.foreachBatch(merge).queryName("observed_merge")
+        .option("checkpointLocation", str(tmp_path / "cp")).trigger(availableNow=True).start()))
 
     assert [p["numInputRows"] for p in progress] == [2, 1]
     ms = timedelta(milliseconds=1)
