@@ -24,10 +24,10 @@ window may differ within it.
 
 from __future__ import annotations
 
-import re
-
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+
+from jobs.config import interval_seconds
 
 METRICS: tuple[str, ...] = ("temperature", "humidity", "pressure")
 PERCENTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
@@ -51,25 +51,12 @@ LOCATION_STATS_COLUMNS: tuple[str, ...] = (
 )
 
 _SKETCH_K_RANGE = (8, 65_535)  # what kll_sketch_agg_double accepts
-_UNIT_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400, "week": 604_800}
 
 
 def sketch_k(percentile_accuracy: int) -> int:
     """The KLL ``k`` for ``gold.percentile_accuracy``: windows up to ``k`` readings are exact."""
     lo, hi = _SKETCH_K_RANGE
     return max(lo, min(hi, percentile_accuracy))
-
-
-def interval_seconds(interval: str) -> int:
-    """Seconds of a window duration as Spark's ``window`` takes it ("5 minutes", "1 hour")."""
-    text = interval.strip().lower()
-    pairs = re.findall(r"(\d+)\s*([a-z]+?)s?\b", text)
-    if not pairs or re.sub(r"(\d+)\s*([a-z]+)", "", text).strip():
-        raise ValueError(f"cannot read the window duration {interval!r} (say e.g. '5 minutes')")
-    try:
-        return sum(int(n) * _UNIT_S[unit] for n, unit in pairs)
-    except KeyError as exc:
-        raise ValueError(f"unknown unit in window duration {interval!r}") from exc
 
 
 def check_window_grid(*, tumbling: str, sliding: str, slide: str) -> None:

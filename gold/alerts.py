@@ -38,7 +38,7 @@ from pyspark.sql.streaming.stateful_processor import ExpiredTimerInfo, TimerValu
 from pyspark.sql.types import BooleanType, StructField, StructType
 
 from gold.alert_rules import SCALAR_FIELDS, Alert, Reading, SensorAlertState, ddl, to_ms
-from gold.schema import ALERT_SCHEMA
+from gold.schema import ALERT_SCHEMA, STATIC_ALERT_TYPES
 from jobs.config import AlertsConfig
 from silver.transform import static_rules
 
@@ -46,8 +46,10 @@ logger = logging.getLogger(__name__)
 
 INPUT_COLUMNS: tuple[str, ...] = (
     "sensor_id", "event_time", "temperature", "humidity", "pressure", "location",
-    "partition", "offset", "kafka_timestamp",
+    "partition", "offset",
 )
+# Whether the real-time query publishes the reading's static alerts (`published_early`).
+FRESH_COLUMN = "fresh"
 # The processor's output: an alert row, and whether the real-time static-threshold query
 # (`static_alert_rows` under `published_early`) has already put it on Kafka.
 EARLY_COLUMN = "published_early"
@@ -67,12 +69,9 @@ def _now(timer_values: TimerValues) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-STATIC_TYPES = frozenset(("HIGH_TEMP", "LOW_TEMP", "HIGH_HUMIDITY"))
-
-
 def _frame(alerts: list[Alert], early: set[tuple[str, int]]) -> pd.DataFrame:
     """Alert rows; a static alert of a reading in ``early`` (sensor, ms) is marked published."""
-    rows = [{**a.as_row(), EARLY_COLUMN: a.alert_type in STATIC_TYPES
+    rows = [{**a.as_row(), EARLY_COLUMN: a.alert_type in STATIC_ALERT_TYPES
              and (a.sensor_id, to_ms(a.event_time)) in early} for a in alerts]
     frame = pd.DataFrame(rows, columns=OUTPUT_SCHEMA.fieldNames())
     for col in ("event_time", "detected_at"):
@@ -91,30 +90,28 @@ class _Batch:
     early: set[tuple[str, int]]
 
 
-def _batch(frames: Iterable[pd.DataFrame], early_window_ms: int | None) -> _Batch:
+def _batch(frames: Iterable[pd.DataFrame]) -> _Batch:
     """Group rows by sensor; of rows with the same (sensor, event time) keep the first by
     source position (partition, offset), as silver's de-duplication does."""
     rows: list[tuple] = []
     for frame in frames:
         times = pd.to_datetime(frame["event_time"], utc=True)
         ms = (times.astype("int64") // 1_000_000).tolist()  # ns -> ms (pandas 2 keeps ns)
-        produced = pd.to_datetime(frame["kafka_timestamp"], utc=True)
-        produced_ms = [None if pd.isna(p) else int(p.value // 1_000_000) for p in produced]
         rows += zip(frame["sensor_id"].tolist(), ms, _positions(frame["partition"]),
                     _positions(frame["offset"]), frame["temperature"].tolist(),
                     frame["humidity"].tolist(), frame["pressure"].tolist(),
-                    frame["location"].tolist(), produced_ms, strict=True)
+                    frame["location"].tolist(), frame[FRESH_COLUMN].tolist(), strict=True)
     rows.sort(key=lambda r: (str(r[0]), r[1], r[2], r[3]))
     out: dict[str, list[Reading]] = {}
     early: set[tuple[str, int]] = set()
     last: tuple[str, int] | None = None
-    for sid, t, _part, _off, temp, hum, pres, loc, kt in rows:
+    for sid, t, _part, _off, temp, hum, pres, loc, fresh in rows:
         sid = str(sid)
         if (sid, t) == last:
             continue  # a duplicate of the reading just kept
         last = (sid, t)
         out.setdefault(sid, []).append(Reading(t, temp, hum, pres, loc))
-        if early_window_ms is not None and kt is not None and t >= kt - early_window_ms:
+        if fresh:
             early.add((sid, t))
     return _Batch(out, early)
 
@@ -135,14 +132,12 @@ class _Index:
 class AlertProcessor(StatefulProcessor):
     """Runs the alert rules of every sensor of one bucket; state in RocksDB via the handle."""
 
-    def __init__(self, cfg: AlertsConfig, *, evict_after_ms: int,
-                 early_window_ms: int | None = None) -> None:
+    def __init__(self, cfg: AlertsConfig, *, evict_after_ms: int) -> None:
         if evict_after_ms <= cfg.offline.after_s * 1000:
             raise ValueError("alerts.state_ttl_s must be longer than alerts.offline.after_s")
         self.cfg = cfg
         self.evict_after_ms = evict_after_ms
         self.offline_after_ms = cfg.offline.after_s * 1000
-        self.early_window_ms = early_window_ms
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.handle = handle
@@ -214,7 +209,7 @@ class AlertProcessor(StatefulProcessor):
     def handleInputRows(self, key: tuple, rows: Iterator[pd.DataFrame],
                         timerValues: TimerValues) -> Iterator[pd.DataFrame]:
         idx = self._load_index()
-        batch = _batch(rows, self.early_window_ms)
+        batch = _batch(rows)
         readings = batch.readings
         now = _now(timerValues)
         # A deadline already behind the watermark would never fire as a timer.
@@ -253,23 +248,25 @@ def alert_stream(readings: DataFrame, *, cfg: AlertsConfig, watermark: str,
                  early_window_s: int | None = None) -> DataFrame:
     """Valid readings (stream or batch) -> alert rows in OUTPUT_SCHEMA.
 
-    ``readings`` has INPUT_COLUMNS (more are dropped) and may hold duplicates: of readings
-    with the same (sensor_id, event_time) the rules see the first by source position, once.
+    ``readings`` has INPUT_COLUMNS and ``kafka_timestamp`` (more are dropped) and may hold
+    duplicates: of readings with the same (sensor_id, event_time) the rules see the first by
+    source position, once.
     Puts the watermark on event_time, groups by the sensor's bucket and runs `AlertProcessor`
     in event-time mode (append output). With ``early_window_s`` the static alerts that
     `static_alert_rows` publishes (readings produced at most that long after their event
     time) come out with ``published_early`` true.
     """
     bucket = F.pmod(F.xxhash64("sensor_id"), F.lit(cfg.key_buckets))
-    early_ms = None if early_window_s is None else early_window_s * 1000
+    fresh = (F.lit(False) if early_window_s is None else F.coalesce(
+        published_early(F.col("event_time"), F.col("kafka_timestamp"), early_window_s),
+        F.lit(False)))
     return (
-        readings.select(*INPUT_COLUMNS)
+        readings.select(*INPUT_COLUMNS, fresh.alias(FRESH_COLUMN))
         .withWatermark("event_time", watermark)
         .withColumn(BUCKET_COLUMN, bucket)
         .groupBy(BUCKET_COLUMN)
         .transformWithStateInPandas(
-            statefulProcessor=AlertProcessor(cfg, evict_after_ms=cfg.state_ttl_s * 1000,
-                                             early_window_ms=early_ms),
+            statefulProcessor=AlertProcessor(cfg, evict_after_ms=cfg.state_ttl_s * 1000),
             outputStructType=OUTPUT_SCHEMA,
             outputMode="Append",
             timeMode="EventTime",

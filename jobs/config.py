@@ -23,7 +23,7 @@ class ConfigError(ValueError):
     """The configuration file or an override is invalid; the message names the key."""
 
 
-_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604_800}
 
 
 def interval_seconds(interval: str) -> int:

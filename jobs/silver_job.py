@@ -123,15 +123,18 @@ def source_readings(spark: SparkSession, cfg: Config, *, rate_limit: bool = True
     With a Kafka source they read the topic themselves; with files or a socket (which can
     be read only once) they read the bronze table's stream.
     """
-    if cfg.streaming.source == "kafka":
-        raw = kafka_source(spark, cfg, rate_limit=rate_limit)
-    else:
-        path = cfg.paths.table(BRONZE_RAW)
-        ensure_table(spark, path, BRONZE_SCHEMA, ("ingest_date",))
-        raw = (spark.readStream.format("delta")
-               .option("maxFilesPerTrigger", cfg.streaming.max_files_per_trigger)
-               .load(str(path)))
+    raw = (kafka_source(spark, cfg, rate_limit=rate_limit) if cfg.streaming.source == "kafka"
+           else bronze_stream(spark, cfg))
     return valid_rows(parse(raw, cfg=cfg.validation))
+
+
+def bronze_stream(spark: SparkSession, cfg: Config) -> DataFrame:
+    """The bronze table as a stream (created first: a reader may start before bronze)."""
+    path = cfg.paths.table(BRONZE_RAW)
+    ensure_table(spark, path, BRONZE_SCHEMA, ("ingest_date",))
+    return (spark.readStream.format("delta")
+            .option("maxFilesPerTrigger", cfg.streaming.max_files_per_trigger)
+            .load(str(path)))
 
 
 def ensure_readings_table(spark: SparkSession, cfg: Config) -> None:
@@ -143,13 +146,8 @@ def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
     ensure_readings_table(spark, cfg)
     ensure_table(spark, cfg.paths.table(QUARANTINE), QUARANTINE_SCHEMA)
     sync_registry(spark, cfg)
-    # Silver may start before bronze has committed anything.
-    ensure_table(spark, cfg.paths.table(BRONZE_RAW), BRONZE_SCHEMA, ("ingest_date",))
-    bronze = (spark.readStream.format("delta")
-              .option("maxFilesPerTrigger", cfg.streaming.max_files_per_trigger)
-              .load(str(cfg.paths.table(BRONZE_RAW))))
     query = (
-        observe_produce_time(bronze)
+        observe_produce_time(bronze_stream(spark, cfg))
         .writeStream.queryName(QUERY_NAME)
         .foreachBatch(stoppable(functools.partial(write_batch, cfg=cfg)))
         .option("checkpointLocation", str(cfg.paths.checkpoint(QUERY_NAME)))
