@@ -363,7 +363,7 @@ def replay_cmd(cfg: Config, source: str, data_dir: Path | None, stations: str | 
 
 @cli.group()
 def alerts() -> None:
-    """The alert engine's output: live tail of iot-alerts, scoring against a truth file."""
+    """The alert engine: live tail of iot-alerts, scoring against a truth file or labels."""
 
 
 @alerts.command("tail")
@@ -401,6 +401,63 @@ def alerts_score(cfg: Config, truth: Path, table: Path | None, strict: bool) -> 
     click.echo(result.describe())
     if strict and not result.perfect:
         sys.exit(1)
+
+
+@alerts.command("evaluate")
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+@click.option("--windows", "windows_file", type=click.Path(exists=True, path_type=Path),
+              default=None, help="NAB windows JSON (default: <folder>/labels/windows.json).")
+@click.option("--metric", type=click.Choice(["temperature", "humidity", "pressure"]),
+              default="temperature", show_default=True,
+              help="The reading metric a NAB series' value (or a CSV's value column) becomes.")
+@click.option("--scale", type=click.Choice(["none", "fit"]), default="none", show_default=True,
+              help="fit: map each series' min..max onto the values of its metric that no "
+                   "static threshold fires on (for series in other units).")
+@click.option("--label-column", default="label", show_default=True,
+              help="Column of per-reading labels in a CSV.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the Monte Carlo chance baseline (series with many events).")
+@click.option("--draws", type=click.IntRange(min=100), default=10_000, show_default=True,
+              help="Monte Carlo draws of the chance baseline.")
+@click.option("--by-type", is_flag=True, help="Also a table of each series by alert type.")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON instead.")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Write one PNG per series into this folder.")
+@click.pass_obj
+def alerts_evaluate(cfg: Config, paths: tuple[Path, ...], windows_file: Path | None,
+                    metric: str, scale: str, label_column: str, seed: int, draws: int,
+                    by_type: bool, as_json: bool, plots_dir: Path | None) -> None:
+    """Score the alert rules (the configured ones) on labelled series.
+
+    PATHS: NAB folders (CSV `timestamp,value` per series, labels/windows.json), NAB CSVs
+    (with --windows), or CSVs with a label column per reading. Per series and overall: events
+    hit, false alerts per sensor-day and -hour, share of alerts inside events, and how many
+    events as many random alerts would hit (p-value), by alert group and type.
+    """
+    import json
+
+    from jobs.alert_evaluate import SeriesResult, describe, evaluate
+    from jobs.alert_evaluate_io import LabelledDataError, load, write_plots
+
+    try:
+        series = load(list(paths), metric=metric, windows_file=windows_file,
+                      label_column=label_column)
+    except LabelledDataError as exc:
+        raise click.ClickException(str(exc)) from exc
+    logger.info("evaluating %d series (%s readings) with scale=%s", len(series),
+                f"{sum(len(s.times_ms) for s in series):,}", scale)
+
+    def progress(r: SeriesResult) -> None:
+        s = r.groups["all"]
+        logger.info("%s: %d readings, %d quarantined, %d alerts, %d/%d events hit",
+                    r.series.name, len(r.prepared.readings), len(r.prepared.quarantined),
+                    s.alerts, s.hit, s.events)
+
+    ev = evaluate(series, cfg, scale=scale, seed=seed, draws=draws, on_series=progress)
+    if plots_dir is not None:
+        write_plots(ev, plots_dir)
+    click.echo(json.dumps(ev.as_dict(), indent=2) if as_json else describe(ev, by_type=by_type))
 
 
 @cli.command("status")
