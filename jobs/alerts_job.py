@@ -36,7 +36,10 @@ from jobs.config import Config, KafkaConfig
 from jobs.silver_job import ensure_readings_table, source_readings
 from jobs.streaming import (
     ProgressJsonListener,
+    checkpoint_query_id,
+    committed_batch,
     holds_no_files,
+    marked_write,
     observe_produce_time,
     reset_if_first_batch_uncommitted,
     stoppable,
@@ -175,16 +178,24 @@ def record_layout(cfg: Config) -> None:
 _DELIVERY = threading.Lock()
 
 
+# Alerts that two paths can raise with one alert_id: the silent-fleet watchdog's fallback
+# OFFLINE, and the event-time OFFLINE once data resumes. A batch looks these up in gold/alerts;
+# every other alert_id comes from one batch of one query, whose replay the commit marker finds.
+CROSS_PATH_TYPES = frozenset({"SENSOR_OFFLINE"})
+
+
 def deliver_alerts(spark: SparkSession, cfg: Config, publisher: AlertPublisher,
-                   rows: list[Row]) -> tuple[int, int]:
+                   rows: list[Row], *, batch: tuple[str, int] | None = None) -> tuple[int, int]:
     """Publish the alerts gold/alerts does not hold yet, then append them; returns
     (unique, new).
 
-    Idempotent: under the delivery lock, an alert already in the table is neither published
-    nor written again, so a replayed batch (or the watchdog's copy of an OFFLINE the
-    event-time path raises later) adds nothing. The lookup reads only files whose event-time
-    range meets the batch's. A row whose ``published_early`` is true (the real-time query put
-    it on Kafka) is written but not published again.
+    Idempotent, under the delivery lock. ``batch`` = (app_id, batch_id) of a micro-batch: a
+    replay of a batch already appended (`jobs.streaming.committed_batch`) publishes and writes
+    nothing, and of its rows only CROSS_PATH_TYPES are looked up in the table. Without it
+    (the watchdog), or before this writer's first marked commit, every row is looked up. The
+    lookup reads only files whose event-time range meets the rows'. A row whose
+    ``published_early`` is true (the real-time query put it on Kafka) is written but not
+    published again.
     """
     names = ALERT_SCHEMA.fieldNames()
     by_id: dict[str, dict[str, Any]] = {}
@@ -199,19 +210,29 @@ def deliver_alerts(spark: SparkSession, cfg: Config, publisher: AlertPublisher,
         return 0, 0
     path = cfg.paths.table(tables.ALERTS)
     with _DELIVERY:
+        committed = committed_batch(spark, path, batch[0]) if batch else None
+        if batch and committed is not None and committed >= batch[1]:
+            logger.info("alerts batch %d was delivered already: skipped", batch[1])
+            return len(unique), 0
+        # A writer with no marker yet may be a checkpoint started afresh
+        # (reset_if_first_batch_uncommitted) re-running a batch another id appended.
+        lookup = [a for a in unique if committed is None or a["alert_type"] in CROSS_PATH_TYPES]
         existing: set[str] = set()
-        if not holds_no_files(spark, path):
-            times = [_utc(a["event_time"]) for a in unique]
+        if lookup and not holds_no_files(spark, path):
+            times = [_utc(a["event_time"]) for a in lookup]
             existing = {r["alert_id"] for r in spark.read.format("delta").load(str(path))
                         .where(F.col("event_time").between(_sql_ts(min(times)),
                                                           _sql_ts(max(times))))
-                        .where(F.col("alert_id").isin(list(by_id)))
+                        .where(F.col("alert_id").isin([a["alert_id"] for a in lookup]))
                         .select("alert_id").collect()}
         new = [a for a in unique if a["alert_id"] not in existing]
         publisher.publish([a for a in new if a["alert_id"] not in early])
         if new:
-            (spark.createDataFrame([tuple(a[k] for k in names) for a in new], ALERT_SCHEMA)
-             .write.format("delta").mode("append").save(str(path)))
+            df = spark.createDataFrame([tuple(a[k] for k in names) for a in new], ALERT_SCHEMA)
+            if batch:
+                marked_write(df, path, app_id=batch[0], batch_id=batch[1], committed=committed)
+            else:
+                df.write.format("delta").mode("append").save(str(path))
     return len(unique), len(new)
 
 
@@ -232,7 +253,9 @@ def write_alerts_batch(batch: DataFrame, batch_id: int, *, cfg: Config,
     rows = batch.collect()  # one execution of the stateful plan; alerts are few
     if rows:
         t_rules = time.monotonic()
-        unique, new = deliver_alerts(batch.sparkSession, cfg, publisher, rows)
+        app_id = f"gold-alerts-{checkpoint_query_id(cfg.paths.checkpoint(QUERY_NAME))}"
+        unique, new = deliver_alerts(batch.sparkSession, cfg, publisher, rows,
+                                     batch=(app_id, batch_id))
         logger.info("alerts batch %d: %d alerts, %d new (published) (rules %.1f s, "
                     "publish and write %.1f s)", batch_id, unique, new, t_rules - t0,
                     time.monotonic() - t_rules)

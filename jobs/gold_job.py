@@ -44,6 +44,7 @@ from jobs.config import Config
 from jobs.streaming import (
     checkpoint_query_id,
     ensure_table,
+    idempotent_write,
     reset_if_first_batch_uncommitted,
     stoppable,
     table_exists,
@@ -276,8 +277,8 @@ def write_status_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
     ``batch``: readings (sensor_id, event_time, location, temperature, humidity, pressure);
     gold_aggregates passes the latest reading of each changed bucket, which is as good as all
     the batch's readings for the latest per sensor. The table is small (one row per sensor)
-    and rewritten whole, deterministically from its previous version and the batch, under a
-    Delta transaction id of gold_aggregates' checkpoint, so a replay is skipped.
+    and rewritten whole, deterministically from its previous version and the batch, in a
+    commit named by gold_aggregates' checkpoint and the batch id, so a replay is skipped.
     """
     spark = batch.sparkSession
     path = cfg.paths.table(SENSOR_STATUS)
@@ -297,11 +298,7 @@ def write_status_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
         open_alert_window_s=cfg.gold.open_alert_window_s,
     ).withColumn("updated_at", F.current_timestamp())
     app_id = f"gold-status-{checkpoint_query_id(cfg.paths.checkpoint(AGGREGATES_QUERY))}"
-    (
-        status.write.format("delta").mode("overwrite")
-        .option("txnAppId", app_id).option("txnVersion", batch_id)
-        .save(str(path))
-    )
+    idempotent_write(status, path, app_id=app_id, batch_id=batch_id, mode="overwrite")
 
 
 def start_alert_dependents(

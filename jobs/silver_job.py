@@ -1,10 +1,11 @@
 """The silver query: bronze Delta stream -> silver/sensor_readings + silver/quarantine.
 
-Each micro-batch (foreachBatch) is written idempotently: quarantine rows by a Delta
-transaction (txnAppId = the checkpoint's query id, txnVersion = batch id), valid readings by an
+Each micro-batch (foreachBatch) is written idempotently: quarantine rows by an append that
+names the batch (`jobs.streaming.idempotent_write`: the checkpoint's query id and the batch id
+in the commit's metadata), valid readings by an
 insert-only MERGE on (sensor_id, event_time), which also de-duplicates against every reading
 already kept — late readings included, so nothing valid is dropped here. Into a table that holds
-no files yet, the readings go by an append in such a transaction instead (nothing to match).
+no files yet, the readings go by such an append instead (nothing to match).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from jobs.streaming import (
     checkpoint_query_id,
     ensure_table,
     holds_no_files,
-    idempotent_append,
+    idempotent_write,
     last_commit_rows,
     observe_produce_time,
     stoppable,
@@ -72,7 +73,7 @@ def write_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
             # MERGE would, for a fraction of its cost on a cold JVM, where it is the batch
             # the first alert waits for. Idempotent like the quarantine append; a replay
             # that finds this commit done takes the MERGE path and inserts nothing.
-            idempotent_append(readings, path, app_id=f"silver-readings-{query_id}",
+            idempotent_write(readings, path, app_id=f"silver-readings-{query_id}",
                               batch_id=batch_id, partition_by=("event_date",))
             inserted = last_commit_rows(spark, path)
         else:
@@ -80,7 +81,7 @@ def write_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
                                   counts.hi)
     t_merge = time.monotonic()
     if counts.bad:
-        idempotent_append(quarantine_rows(parsed), cfg.paths.table(QUARANTINE),
+        idempotent_write(quarantine_rows(parsed), cfg.paths.table(QUARANTINE),
                           app_id=f"silver-quarantine-{query_id}", batch_id=batch_id)
     end = time.monotonic()
     logger.info(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from kafka import KafkaConsumer, KafkaProducer
+from pyspark.sql import Row
 
 from gold.alert_rules import alert_id
 from jobs import tables
@@ -171,11 +172,18 @@ def test_alerts_query_to_delta_and_kafka_idempotent(spark, cfg: Config) -> None:
     try:
         assert deliver_alerts(spark, cfg, publisher, rows) == (2, 2)
         assert deliver_alerts(spark, cfg, publisher, rows) == (2, 0)   # idempotent
+        # A micro-batch's delivery: the OFFLINE rows are found in the table (two paths raise
+        # them), another alert is new; the replay of the batch delivers nothing.
+        gone = next(r for r in rows if r.sensor_id == "S_GONE")
+        hot = Row(**{**gone.asDict(), "alert_id": "hot-41", "alert_type": "HIGH_TEMP"})
+        assert deliver_alerts(spark, cfg, publisher, [*rows, hot], batch=("t", 0)) == (3, 1)
+        assert deliver_alerts(spark, cfg, publisher, [*rows, hot], batch=("t", 0)) == (3, 0)
     finally:
         publisher.close()
     assert table_alerts(spark, cfg) - before == {("S_GONE", "SENSOR_OFFLINE", None, at(41)),
-                                                 ("S_LIVE", "SENSOR_OFFLINE", None, at(41))}
-    assert len(kafka_alerts(cfg)) == len(expected) + 3
+                                                 ("S_LIVE", "SENSOR_OFFLINE", None, at(41)),
+                                                 ("S_GONE", "HIGH_TEMP", None, at(41))}
+    assert len(kafka_alerts(cfg)) == len(expected) + 4
 
 
 def test_sensors_sharing_a_state_key_keep_their_own_rules(spark, cfg: Config) -> None:
