@@ -1,12 +1,17 @@
 """The bronze query: source (Kafka, watched files or a socket) -> bronze/sensor_raw, append.
 
-Exactly-once from Kafka: offsets live in the checkpoint and the Delta sink commits each
-micro-batch once (it records the query id and batch id in the table's log).
+Exactly-once from Kafka: offsets live in the checkpoint, and each micro-batch is appended once
+by `jobs.streaming.idempotent_write` under the query id, the id the Delta sink used for its
+transaction ids before (so a table it wrote goes on without a batch written twice). The
+Delta sink looked its transaction id up on every batch, which in Delta 4.4 reconstructs the
+table state; the commit's marker is read from the latest commits instead.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -14,7 +19,13 @@ from pyspark.sql.streaming import StreamingQuery
 from bronze.schema import BRONZE_SCHEMA
 from bronze.transform import from_kafka, from_lines
 from jobs.config import Config
-from jobs.streaming import ensure_table, observe_produce_time
+from jobs.streaming import (
+    checkpoint_query_id,
+    ensure_table,
+    idempotent_write,
+    observe_produce_time,
+    stoppable,
+)
 from jobs.tables import BRONZE_RAW
 
 logger = logging.getLogger(__name__)
@@ -66,23 +77,27 @@ def read_source(spark: SparkSession, cfg: Config) -> DataFrame:
     raise ValueError(f"streaming.source must be kafka, files or socket, not {s.source!r}")
 
 
+def write_batch(batch: DataFrame, batch_id: int, *, path: Path, checkpoint: Path) -> None:
+    # A bronze table made before key_bytes/value_bytes existed gains them on its next
+    # commit (new nullable columns only; nothing already written changes).
+    idempotent_write(batch, path, app_id=checkpoint_query_id(checkpoint), batch_id=batch_id,
+                     partition_by=("ingest_date",), merge_schema=True)
+
+
 def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
     path = cfg.paths.table(BRONZE_RAW)
     # Created here, before the query runs, so that silver (started next) never races the
     # sink's first commit to create the same table.
     ensure_table(spark, path, BRONZE_SCHEMA, ("ingest_date",))
+    checkpoint = cfg.paths.checkpoint(QUERY_NAME)
     query = (
         observe_produce_time(read_source(spark, cfg))
-        .writeStream.format("delta")
-        .queryName(QUERY_NAME)
-        .outputMode("append")
-        .partitionBy("ingest_date")
-        # A bronze table made before key_bytes/value_bytes existed gains them on its next
-        # commit (new nullable columns only; nothing already written changes).
-        .option("mergeSchema", "true")
-        .option("checkpointLocation", str(cfg.paths.checkpoint(QUERY_NAME)))
+        .writeStream.queryName(QUERY_NAME)
+        .foreachBatch(stoppable(functools.partial(write_batch, path=path,
+                                                  checkpoint=checkpoint)))
+        .option("checkpointLocation", str(checkpoint))
         .trigger(**trigger)
-        .start(str(path))
+        .start()
     )
     logger.info("bronze query started: %s -> %s", cfg.streaming.source, path)
     return query

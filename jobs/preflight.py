@@ -356,7 +356,7 @@ def bronze_resume(cfg: Config) -> Config:
     """With no bronze checkpoint but rows in the table, resume after the offsets it holds.
 
     Starting afresh would read the topic from ``streaming.starting_offsets`` again and append
-    every record a second time (the Delta sink's idempotence is per query id, and a new
+    every record a second time (bronze's idempotent append is per query id, and a new
     checkpoint is a new query id). The table knows the highest offset per partition, so the
     returned config starts each partition right after it (other partitions as configured).
     """

@@ -165,7 +165,7 @@ def committed_batch(spark: SparkSession, path: Path, app_id: str) -> int | None:
 
 def idempotent_write(
     df: DataFrame, path: Path, *, app_id: str, batch_id: int, mode: str = "append",
-    partition_by: tuple[str, ...] = (),
+    partition_by: tuple[str, ...] = (), merge_schema: bool = False,
 ) -> bool:
     """Write once per (app_id, batch_id); False when that batch was committed already.
 
@@ -176,13 +176,13 @@ def idempotent_write(
         logger.info("%s: batch %d already committed by %s, skipped", path.name, batch_id, app_id)
         return False
     marked_write(df, path, app_id=app_id, batch_id=batch_id, committed=committed, mode=mode,
-                 partition_by=partition_by)
+                 partition_by=partition_by, merge_schema=merge_schema)
     return True
 
 
 def marked_write(
     df: DataFrame, path: Path, *, app_id: str, batch_id: int, committed: int | None,
-    mode: str = "append", partition_by: tuple[str, ...] = (),
+    mode: str = "append", partition_by: tuple[str, ...] = (), merge_schema: bool = False,
 ) -> None:
     """Write ``df`` as batch ``batch_id`` of ``app_id``, which `committed_batch` found not yet
     committed (``committed`` is what it returned). When the table holds no marker of this
@@ -195,6 +195,8 @@ def marked_write(
         writer = writer.option("txnAppId", app_id).option("txnVersion", batch_id)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
     writer.save(str(path))
 
 
