@@ -34,6 +34,9 @@ from typing import Any
 import numpy as np
 
 from gold.alert_rules import METRICS, Alert, Reading, SensorAlertState, from_ms, to_ms
+from gold.anomaly import ALERT_TYPE as ANOMALY
+from gold.anomaly import METHODS as ANOMALY_METHODS
+from gold.anomaly import AnomalyDetector, AnomalySettings
 from gold.schema import STATIC_ALERT_TYPES
 from jobs.alert_score import STATISTICAL
 from jobs.config import Config
@@ -178,6 +181,102 @@ def prepare(series: LabelledSeries, cfg: Config, *, scale: str = "none") -> Prep
             seen.add(t)
             kept.append(r)
     return Prepared(tuple(kept), tuple(bad), duplicates)
+
+
+@dataclass(frozen=True)
+class Detectors:
+    """What raises alerts in an evaluation: the configured rules and/or the adaptive
+    detector (`gold.anomaly`, alert type ANOMALY) with one of its methods."""
+
+    rules: bool = True
+    anomaly: str | None = None  # a gold.anomaly method, or "hst" (River's HalfSpaceTrees)
+
+    @classmethod
+    def parse(cls, text: str) -> Detectors:
+        """``rules``, ``anomaly[:method]`` or both joined by ``,`` / ``+``."""
+        rules, anomaly = False, None
+        for part in (p.strip() for p in text.replace("+", ",").split(",")):
+            name, _, method = part.partition(":")
+            if name == "rules" and not method:
+                rules = True
+            elif name == "anomaly" and anomaly is None:
+                anomaly = method or ANOMALY_METHODS[0]
+                if anomaly not in (*ANOMALY_METHODS, "hst"):
+                    raise ValueError(f"anomaly method must be one of "
+                                     f"{', '.join((*ANOMALY_METHODS, 'hst'))}, got {method!r}")
+            else:
+                raise ValueError(f"detector must be rules, anomaly[:method] or both, got "
+                                 f"{part!r}")
+        return cls(rules, anomaly)
+
+    def __str__(self) -> str:
+        parts = (["rules"] if self.rules else []) + (
+            [f"anomaly:{self.anomaly}"] if self.anomaly else [])
+        return ",".join(parts)
+
+
+def run_anomaly(sensor_id: str, readings: Iterable[Reading], *, method: str = "seasonal",
+                metrics: Sequence[str] = METRICS,
+                overrides: Mapping[str, Any] | None = None) -> list[Alert]:
+    """ANOMALY alerts of `gold.anomaly.AnomalyDetector` (default settings of each metric, the
+    given method, any ``overrides`` of `AnomalySettings`) on the readings in order: one alert
+    per episode, at the reading that opens it; ``detected_at`` is its event time."""
+    if method == "hst":
+        return _run_hst(sensor_id, readings, metrics)
+    dets = {m: AnomalyDetector(AnomalySettings.for_metric(m, method=method,
+                                                          **(overrides or {})))
+            for m in metrics}
+    out: list[Alert] = []
+    for r in readings:
+        for m, det in dets.items():
+            v = r.value(m)
+            if v is None:
+                continue
+            d = det.update(r.t_ms, v)
+            if d.opened:
+                t = from_ms(r.t_ms)
+                out.append(Alert(sensor_id, r.location, ANOMALY, "WARNING", t, t, m, v,
+                                 d.expected, f"score {d.score:.1f} ({method})"))
+    return out
+
+
+# River's HalfSpaceTrees, for comparison only: it needs values scaled to [0, 1] up front
+# (here by the metric's validation range would flatten everything, so by the series' own
+# min..max: a look-ahead no streaming detector has) and flags its top scores.
+HST_QUANTILE = 0.999
+
+
+def _run_hst(sensor_id: str, readings: Iterable[Reading],
+             metrics: Sequence[str]) -> list[Alert]:
+    from river import anomaly  # optional: only this comparison needs it
+
+    rows = list(readings)
+    out: list[Alert] = []
+    for m in metrics:
+        vals = [r.value(m) for r in rows]
+        present = [v for v in vals if v is not None]
+        if not present or max(present) == min(present):
+            continue
+        lo, hi = min(present), max(present)
+        model = anomaly.HalfSpaceTrees(n_trees=25, height=8, window_size=250, seed=42)
+        scores: list[tuple[float, Reading, float]] = []
+        for r, v in zip(rows, vals, strict=True):
+            if v is None:
+                continue
+            x = {"v": (v - lo) / (hi - lo)}
+            scores.append((model.score_one(x), r, v))
+            model.learn_one(x)
+        warm = scores[min(len(scores) - 1, 250):]
+        cut = sorted(s for s, _, _ in warm)[int(HST_QUANTILE * (len(warm) - 1))]
+        prev_high = False
+        for s, r, v in warm:
+            high = s >= cut and s > 0
+            if high and not prev_high:
+                t = from_ms(r.t_ms)
+                out.append(Alert(sensor_id, r.location, ANOMALY, "WARNING", t, t, m, v, None,
+                                 f"hst score {s:.2f}"))
+            prev_high = high
+    return out
 
 
 def run_rules(sensor_id: str, readings: Iterable[Reading], cfg: Config) -> list[Alert]:
@@ -417,12 +516,18 @@ def _series_scores(s: LabelledSeries, alerts: Sequence[Alert], kinds: Sequence[s
 
 def evaluate(series: Sequence[LabelledSeries], cfg: Config, *, scale: str = "none",
              seed: int = 0, draws: int = DEFAULT_DRAWS,
+             detectors: Detectors = Detectors(),
              on_series: Callable[[SeriesResult], None] | None = None) -> Evaluation:
-    """Run the rules on every series and score them; ``on_series(result)`` after each."""
+    """Run the detectors (default: the rules) on every series and score them;
+    ``on_series(result)`` after each."""
     runs: list[tuple[LabelledSeries, Prepared, list[Alert]]] = []
     for s in series:
         prep = prepare(s, cfg, scale=scale)
-        runs.append((s, prep, run_rules(s.name, prep.readings, cfg)))
+        alerts = run_rules(s.name, prep.readings, cfg) if detectors.rules else []
+        if detectors.anomaly:
+            alerts += run_anomaly(s.name, prep.readings, method=detectors.anomaly)
+            alerts.sort(key=lambda a: a.event_time)
+        runs.append((s, prep, alerts))
     kinds = sorted({a.alert_type for _, _, alerts in runs for a in alerts})
     results: list[SeriesResult] = []
     for s, prep, alerts in runs:
@@ -430,7 +535,7 @@ def evaluate(series: Sequence[LabelledSeries], cfg: Config, *, scale: str = "non
         results.append(SeriesResult(s, prep, tuple(alerts), groups, types))
         if on_series is not None:
             on_series(results[-1])
-    settings = {"scale": scale, "seed": seed, "draws": draws,
+    settings = {"scale": scale, "seed": seed, "draws": draws, "detectors": str(detectors),
                 "watermark_s": cfg.streaming.watermark_s, "exact_max_events": EXACT_MAX_EVENTS}
     return Evaluation(tuple(results),
                       {g: combine(r.groups[g] for r in results) for g in GROUPS},
@@ -489,5 +594,6 @@ def describe(ev: Evaluation, *, by_type: bool = False) -> str:
                 f"false/h: alerts outside every window per sensor-day, sensor-hour. Chance: "
                 f"as many alerts uniform at random over each series' span (exact up to "
                 f"{st['exact_max_events']} windows per series, else {st['draws']:,} draws, "
-                f"seed {st['seed']}); p = P(chance hits >= events hit). scale: {st['scale']}."]
+                f"seed {st['seed']}); p = P(chance hits >= events hit). scale: {st['scale']}; "
+                f"detectors: {st.get('detectors', 'rules')}."]
     return "\n".join(out)

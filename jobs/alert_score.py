@@ -35,7 +35,7 @@ from typing import Any
 
 from jobs.config import AlertsConfig
 
-STATISTICAL: frozenset[str] = frozenset({"DYNAMIC_THRESHOLD", "ZSCORE_OUTLIER"})
+STATISTICAL: frozenset[str] = frozenset({"DYNAMIC_THRESHOLD", "ZSCORE_OUTLIER", "ANOMALY"})
 REQUIRED: Mapping[str, tuple[tuple[str, str | None], ...]] = {
     "heat_spike": (("HIGH_TEMP", None),),
     "cold_drop": (("LOW_TEMP", None),),

@@ -420,6 +420,10 @@ def alerts_score(cfg: Config, truth: Path, table: Path | None, strict: bool) -> 
               help="Seed of the Monte Carlo chance baseline (series with many events).")
 @click.option("--draws", type=click.IntRange(min=100), default=10_000, show_default=True,
               help="Monte Carlo draws of the chance baseline.")
+@click.option("--detector", "detector", default="rules", show_default=True,
+              help="What raises alerts: rules (the configured ones), anomaly[:METHOD] (the "
+                   "adaptive detector, type ANOMALY; methods seasonal (default), ewma, hst = "
+                   "River's HalfSpaceTrees for comparison) or both, e.g. rules,anomaly:ewma.")
 @click.option("--by-type", is_flag=True, help="Also a table of each series by alert type.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON instead.")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -427,7 +431,8 @@ def alerts_score(cfg: Config, truth: Path, table: Path | None, strict: bool) -> 
 @click.pass_obj
 def alerts_evaluate(cfg: Config, paths: tuple[Path, ...], windows_file: Path | None,
                     metric: str, scale: str, label_column: str, seed: int, draws: int,
-                    by_type: bool, as_json: bool, plots_dir: Path | None) -> None:
+                    detector: str, by_type: bool, as_json: bool, plots_dir: Path | None
+                    ) -> None:
     """Score the alert rules (the configured ones) on labelled series.
 
     PATHS: NAB folders (CSV `timestamp,value` per series, labels/windows.json), NAB CSVs
@@ -437,16 +442,20 @@ def alerts_evaluate(cfg: Config, paths: tuple[Path, ...], windows_file: Path | N
     """
     import json
 
-    from jobs.alert_evaluate import SeriesResult, describe, evaluate
+    from jobs.alert_evaluate import Detectors, SeriesResult, describe, evaluate
     from jobs.alert_evaluate_io import LabelledDataError, load, write_plots
 
+    try:
+        detectors = Detectors.parse(detector)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--detector") from exc
     try:
         series = load(list(paths), metric=metric, windows_file=windows_file,
                       label_column=label_column)
     except LabelledDataError as exc:
         raise click.ClickException(str(exc)) from exc
-    logger.info("evaluating %d series (%s readings) with scale=%s", len(series),
-                f"{sum(len(s.times_ms) for s in series):,}", scale)
+    logger.info("evaluating %d series (%s readings) with scale=%s, detectors %s", len(series),
+                f"{sum(len(s.times_ms) for s in series):,}", scale, detectors)
 
     def progress(r: SeriesResult) -> None:
         s = r.groups["all"]
@@ -454,7 +463,8 @@ def alerts_evaluate(cfg: Config, paths: tuple[Path, ...], windows_file: Path | N
                     r.series.name, len(r.prepared.readings), len(r.prepared.quarantined),
                     s.alerts, s.hit, s.events)
 
-    ev = evaluate(series, cfg, scale=scale, seed=seed, draws=draws, on_series=progress)
+    ev = evaluate(series, cfg, scale=scale, seed=seed, draws=draws, detectors=detectors,
+                  on_series=progress)
     if plots_dir is not None:
         write_plots(ev, plots_dir)
     click.echo(json.dumps(ev.as_dict(), indent=2) if as_json else describe(ev, by_type=by_type))
