@@ -18,9 +18,9 @@ Recall per kind = events with every required alert / events. An alert is *explai
 event of the same sensor covers it: event time in [start, end + trailing window + 1 min] (an
 event also moves the sensor's trailing statistics and its way back can be a rapid change). The
 rest are *unexplained*: alerts where nothing was injected. DYNAMIC_THRESHOLD (mean + 2 std)
-and ZSCORE_OUTLIER are statistical rules: clean noise does cross them now and then (with k=2 a
-few percent of readings), so their unexplained alerts are counted apart from those of the
-deterministic rules, which must be zero.
+and ZSCORE_OUTLIER (and the adaptive detector's ANOMALY) are statistical: clean noise does
+cross them now and then (with k=2 a few percent of readings), so their unexplained alerts are
+counted apart from those of the deterministic rules, which must be zero.
 """
 
 from __future__ import annotations
