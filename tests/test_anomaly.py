@@ -198,7 +198,7 @@ def test_clean_generator_fleet_is_quiet_and_a_heat_spike_is_caught() -> None:
     from jobs.alert_evaluate import Reading
 
     spec = GeneratorSpec(sensors=tuple(make_fleet(5, seed=3)), seed=3, interval_s=1.0,
-                         duration_s=2 * 3600)
+                         duration_s=4 * 3600)  # 2 h of warm-up, 2 h that may alert
     by_sensor: dict[str, list[Reading]] = {}
     for m in generate_messages(spec):
         d = json.loads(m.value)
