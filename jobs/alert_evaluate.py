@@ -25,6 +25,7 @@ all) and per alert type:
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -204,6 +205,9 @@ class Detectors:
                 if anomaly not in (*ANOMALY_METHODS, "hst"):
                     raise ValueError(f"anomaly method must be one of "
                                      f"{', '.join((*ANOMALY_METHODS, 'hst'))}, got {method!r}")
+                if anomaly == "hst" and importlib.util.find_spec("river") is None:
+                    raise ValueError("anomaly:hst needs River, an optional extra: "
+                                     ".venv/bin/pip install -e '.[compare]'")
             else:
                 raise ValueError(f"detector must be rules, anomaly[:method] or both, got "
                                  f"{part!r}")
