@@ -7,6 +7,7 @@ overrides (CLI flags, tests). This is the only module that reads the environment
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -117,7 +118,17 @@ class SparkConfig:
     shuffle_partitions: int = 2
     driver_memory: str = "2g"
     ui_enabled: bool = True
+    # The driver's RPC, block manager and UI listen here (the UI by SPARK_LOCAL_IP): loopback
+    # unless set otherwise, explicitly.
+    bind_address: str = "127.0.0.1"
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.ip_address(self.bind_address)
+        except ValueError as exc:
+            raise ConfigError(f"spark.bind_address: {self.bind_address!r} is not an IP "
+                              "address (say e.g. 127.0.0.1)") from exc
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import sys
@@ -55,6 +56,9 @@ def spark_conf(cfg: Config) -> dict[str, str]:
         "spark.driver.extraJavaOptions": driver_opts,
         "spark.executor.extraJavaOptions": java_opts,
         "spark.ui.enabled": str(cfg.spark.ui_enabled).lower(),
+        "spark.ui.killEnabled": "false",
+        "spark.driver.bindAddress": cfg.spark.bind_address,
+        "spark.driver.host": cfg.spark.bind_address,
         "spark.ui.showConsoleProgress": "false",
         # Queries share two cores: pools (conf/fairscheduler.xml) put the alert path first.
         "spark.scheduler.mode": "FAIR",
@@ -83,6 +87,11 @@ def build_spark(cfg: Config, *, extra_java_options: Sequence[str] = ()) -> Spark
         conf["spark.driver.extraJavaOptions"] += " " + " ".join(extra_java_options)
     # PySpark starts its JVM with this Python's workers; pin them to the same interpreter.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # The UI binds to SPARK_LOCAL_IP (else every interface); the JVM inherits it from here.
+    os.environ["SPARK_LOCAL_IP"] = cfg.spark.bind_address
+    if not ipaddress.ip_address(cfg.spark.bind_address).is_loopback:
+        logger.warning("Spark binds %s, not loopback: its RPC, block manager and UI are "
+                       "reachable from the network (spark.bind_address)", cfg.spark.bind_address)
     builder = SparkSession.builder.master(cfg.spark.master).appName(cfg.spark.app_name)
     for key, value in conf.items():
         builder = builder.config(key, value)
