@@ -100,8 +100,8 @@ def holds_no_files(spark: SparkSession, path: Path) -> bool:
     checksum file (a writer killed between its commit and the checksum) is asked that way.
     """
     log = path / "_delta_log"
-    versions = sorted(p.stem for p in log.glob("*.json") if p.stem.isdigit())
-    checksum = log / f"{versions[-1]}.crc" if versions else None
+    version = _latest_version(log)
+    checksum = log / f"{version:020d}.crc" if version is not None else None
     if checksum is not None and checksum.is_file():
         try:
             return int(json.loads(checksum.read_text())["numFiles"]) == 0
@@ -109,6 +109,19 @@ def holds_no_files(spark: SparkSession, path: Path) -> bool:
             logger.warning("unreadable checksum file %s: asking Delta", checksum)
     detail = DeltaTable.forPath(spark, str(path)).detail().select("numFiles").first()
     return detail is not None and detail["numFiles"] == 0
+
+
+def _latest_version(log: Path) -> int | None:
+    """The newest commit version in a Delta log, found from its last checkpoint onwards by
+    file name (a few stat calls: listing a log of months of commits would grow with it)."""
+    version = -1
+    try:
+        version = int(json.loads((log / "_last_checkpoint").read_text())["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no checkpoint yet: from the first commit
+    while (log / f"{version + 1:020d}.json").is_file():
+        version += 1
+    return version if version >= 0 else None
 
 
 def last_commit_rows(spark: SparkSession, path: Path) -> int:

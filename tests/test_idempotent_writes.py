@@ -77,3 +77,14 @@ def test_holds_no_files_from_the_checksum_and_without_it(spark, table_dir: Path)
     for crc in (path / "_delta_log").glob("*.crc"):
         crc.unlink()  # a writer killed before its checksum: Delta is asked instead
     assert not holds_no_files(spark, path)
+
+
+def test_holds_no_files_past_a_log_checkpoint(spark, table_dir: Path) -> None:  # noqa: ANN001
+    path = table_dir / "t"
+    ensure_table(spark, path, spark.range(1).schema)
+    for i in range(11):  # Delta checkpoints every 10 commits: the newest is found past it
+        spark.range(i, i + 1).write.format("delta").mode("append").save(str(path))
+    assert (path / "_delta_log" / "_last_checkpoint").is_file()
+    assert not holds_no_files(spark, path)
+    DeltaTable.forPath(spark, str(path)).delete()
+    assert holds_no_files(spark, path)
