@@ -262,8 +262,9 @@ def _safe(fn: Callable[[], Panel], name: str) -> Panel:
         return fn()
     except ServingError as exc:
         # A table being rewritten or a schema not yet as expected must not blank the page.
+        # The error's text (SQL, paths) is for the log only, never for the client.
         logger.warning("panel %s failed: %s", name, exc)
-        return {"status": "error", "message": str(exc)}
+        return {"status": "error", "message": "this panel's query failed (see the dashboard log)"}
 
 
 def all_panels(lake: Lakehouse, f: Filters) -> dict[str, Any]:

@@ -191,16 +191,39 @@ def history_cmd(cfg: Config, table: str, fmt: str) -> None:
 
 
 @cli.command("dashboard")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; any but loopback needs a token.")
 @click.option("--port", default=8501, show_default=True, type=int)
 @click.option("--refresh", default=5.0, show_default=True, type=float,
               help="Seconds between page refreshes.")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File holding the access token (else $LAKEHOUSE_DASHBOARD_TOKEN); with a "
+                   "token every page but /healthz needs it.")
+@click.option("--allow-host", multiple=True, metavar="NAME",
+              help="Another Host header to accept, e.g. a DNS name (repeatable).")
+@click.option("--request-timeout", default=10.0, show_default=True, type=float,
+              help="Seconds a client has to send a whole request.")
+@click.option("--max-connections", default=256, show_default=True, type=int,
+              help="Open connections beyond which requests get 503.")
 @click.pass_obj
-def dashboard_cmd(cfg: Config, host: str, port: int, refresh: float) -> None:
+def dashboard_cmd(cfg: Config, host: str, port: int, refresh: float, token_file: Path | None,
+                  allow_host: tuple[str, ...], request_timeout: float,
+                  max_connections: int) -> None:
     """Serve the live dashboard and /metrics (reads the tables through DuckDB)."""
-    from dashboard.server import serve
+    import os
 
-    serve(cfg, host=host, port=port, refresh_s=refresh)
+    from dashboard.security import TOKEN_ENV, DashboardError, load_token
+    from dashboard.server import ServerSettings, serve
+
+    try:
+        settings = ServerSettings(
+            host=host, port=port, refresh_s=refresh,
+            token=load_token(token_file, os.environ.get(TOKEN_ENV)),
+            allow_hosts=allow_host, request_timeout_s=request_timeout,
+            max_connections=max_connections)
+        serve(cfg, settings)
+    except DashboardError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @cli.command("bench-state")

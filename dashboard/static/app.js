@@ -1,8 +1,16 @@
 // Live dashboard: fetch /api/panels every REFRESH_MS and redraw. No external resources.
 "use strict";
 
+// The server writes the period into a meta tag: its CSP allows no inline script.
+const REFRESH_MS = Number(document.querySelector('meta[name="refresh-ms"]').content) || 5000;
+
 const state = (() => {
   const q = new URLSearchParams(window.location.search);
+  if (q.has("token")) {
+    // The token that opened the page has set the session cookie; keep it out of the address bar.
+    q.delete("token");
+    window.history.replaceState(null, "", `${window.location.pathname}${q.size ? `?${q}` : ""}`);
+  }
   return {
     minutes: q.get("minutes") || "60",
     type: q.get("type") || "",
@@ -282,11 +290,11 @@ async function refresh() {
     }
     renders += 1;
     document.body.dataset.rendered = String(renders);
-    updated.textContent = `updated ${fmtTime(d.generated_at)} UTC · every ${window.REFRESH_MS / 1000}s`;
+    updated.textContent = `updated ${fmtTime(d.generated_at)} UTC · every ${REFRESH_MS / 1000}s`;
   } catch (e) {
     updated.textContent = `cannot reach the dashboard server (${e.message}); retrying`;
   }
-  timer = setTimeout(refresh, window.REFRESH_MS);
+  timer = setTimeout(refresh, REFRESH_MS);
 }
 
 function bind(id, key) {
