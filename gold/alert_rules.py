@@ -30,6 +30,7 @@ Semantics decisions the design table leaves open, fixed here so replay is determ
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import json
 import math
@@ -40,6 +41,9 @@ from typing import Any
 
 import numpy as np
 
+from gold.anomaly import ALERT_TYPE as ANOMALY
+from gold.anomaly import STATE_SIZE as ANOMALY_STATE_SIZE
+from gold.anomaly import AnomalyDetector, AnomalySettings
 from jobs.config import AlertsConfig
 
 METRICS: tuple[str, ...] = ("temperature", "humidity", "pressure")
@@ -112,6 +116,19 @@ class Alert:
                 "threshold": self.threshold, "details": self.details}
 
 
+@functools.lru_cache(maxsize=64)
+def anomaly_settings(metric: str, method: str, enter: float, exit: float, cooldown_s: float,
+                     warmup_s: float) -> AnomalySettings:
+    """The detector's settings of one metric (cached: built once, not per sensor and batch)."""
+    return AnomalySettings.for_metric(metric, method=method, enter=enter, exit=exit,
+                                      cooldown_s=float(cooldown_s), warmup_s=float(warmup_s))
+
+
+def _settings(cfg: AlertsConfig, metric: str) -> AnomalySettings:
+    a = cfg.anomaly
+    return anomaly_settings(metric, a.method, a.enter, a.exit, a.cooldown_s, a.warmup_s)
+
+
 def severity(cfg: AlertsConfig, alert_type: str) -> str:
     try:
         return cfg.severities[alert_type]
@@ -181,6 +198,10 @@ class SensorAlertState:
     # History of processed readings, oldest first, as parallel lists (bisect on times).
     _t: list[int] = field(default_factory=list)
     _v: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in METRICS})
+    # Cadence-aware profiles: the last offline.gaps reporting intervals (seconds, oldest
+    # first) and the adaptive detector of each metric (created at its first value).
+    gaps: list[float] = field(default_factory=list)
+    detectors: dict[str, AnomalyDetector] = field(default_factory=dict)
 
     # --- rule windows -------------------------------------------------------------------
 
@@ -191,11 +212,23 @@ class SensorAlertState:
 
     @property
     def offline_after_ms(self) -> int:
-        return self.cfg.offline.after_s * 1000
+        """How long after its last reading the sensor counts as offline: offline.after_s in
+        the seed profile; else relative to its own reporting interval (never less)."""
+        off = self.cfg.offline
+        after = off.after_s * 1000
+        if not self.cfg.adaptive:
+            return after
+        if not self.gaps:
+            return max(after, off.initial_after_s * 1000)
+        routine = _quantile(self.gaps, off.interval_quantile)
+        # at most half the state's lifetime: a silent sensor goes offline before its state
+        # is evicted
+        learnt = min(off.interval_factor * routine, self.cfg.state_ttl_s / 2)
+        return max(after, int(round(learnt * 1000)))
 
     def offline_deadline_ms(self) -> int | None:
         """Event time at which the sensor counts as offline if nothing arrives before."""
-        if self.last_t_ms is None or self.offline:
+        if self.last_t_ms is None or self.offline or "SENSOR_OFFLINE" not in self.cfg.enabled:
             return None
         return self.last_t_ms + self.offline_after_ms
 
@@ -249,13 +282,12 @@ class SensorAlertState:
     def _go_offline(self, deadline: int, now: datetime, details: str | None) -> list[Alert]:
         assert self.last_t_ms is not None
         out = self._close_minute(now)
+        after_s = float((deadline - self.last_t_ms) / 1000)
         self.offline = True
         extra = {"last_reading": from_ms(self.last_t_ms).isoformat()}
         if details:
             extra["detected_by"] = details
-        out.append(self._alert("SENSOR_OFFLINE", deadline, now, None,
-                               float(self.cfg.offline.after_s), float(self.cfg.offline.after_s),
-                               extra))
+        out.append(self._alert("SENSOR_OFFLINE", deadline, now, None, after_s, after_s, extra))
         return out
 
     def _on_reading(self, r: Reading, now: datetime) -> list[Alert]:
@@ -266,6 +298,7 @@ class SensorAlertState:
             self.late_readings += 1
             return statics
         out: list[Alert] = []
+        enabled = self.cfg.enabled
         deadline = self.offline_deadline_ms()
         if deadline is not None and r.t_ms > deadline:
             out.extend(self._go_offline(deadline, now, "next reading"))
@@ -273,14 +306,24 @@ class SensorAlertState:
             self.offline = False
             gap_s = (r.t_ms - self.last_t_ms) / 1000 if self.last_t_ms is not None else None
             out.append(self._alert("SENSOR_RECOVERED", r.t_ms, now, None, gap_s,
-                                   float(self.cfg.offline.after_s)))
-        out.extend(self._trend(r, now))
+                                   self.offline_after_ms / 1000))
+        if self.cfg.adaptive and self.last_t_ms is not None and r.t_ms > self.last_t_ms:
+            self.gaps.append((r.t_ms - self.last_t_ms) / 1000)
+            if len(self.gaps) > self.cfg.offline.gaps:
+                del self.gaps[0]
+        if "RISING_TREND" in enabled:
+            out.extend(self._trend(r, now))
         out.extend(statics)
-        out.extend(self._trailing(r, now))
-        out.extend(self._rapid(r, now))
+        if "DYNAMIC_THRESHOLD" in enabled or "ZSCORE_OUTLIER" in enabled:
+            out.extend(self._trailing(r, now))
+        if "RAPID_CHANGE" in enabled:
+            out.extend(self._rapid(r, now))
+        if ANOMALY in enabled:
+            out.extend(self._anomaly(r, now))
         if statics:
             self.consecutive += 1
-            if self.consecutive == self.cfg.consecutive.count:
+            if self.consecutive == self.cfg.consecutive.count and \
+                    "CONSECUTIVE_ALERTS" in enabled:
                 kinds = sorted({a.alert_type for a in statics})
                 out.append(self._alert("CONSECUTIVE_ALERTS", r.t_ms, now, None,
                                        float(self.consecutive),
@@ -331,8 +374,22 @@ class SensorAlertState:
         """Indices of history readings with lo_ms <= t < hi_ms."""
         return bisect.bisect_left(self._t, lo_ms), bisect.bisect_left(self._t, hi_ms)
 
+    def _trailing_window(self, t_ms: int) -> tuple[int, int]:
+        """History indices of the trailing statistics of a reading at ``t_ms``: the readings
+        of [t - window_s, t); in a cadence-aware profile, when those are fewer than
+        min_readings, the last min_readings readings before t if they span at most
+        max_span_s (a slow sensor's statistics by count)."""
+        tr = self.cfg.trailing
+        lo, hi = self._window(t_ms - tr.window_s * 1000, t_ms)
+        if self.cfg.adaptive and hi - lo < tr.min_readings and hi >= tr.min_readings:
+            first = hi - tr.min_readings
+            if t_ms - self._t[first] <= tr.max_span_s * 1000:
+                lo = first
+        return lo, hi
+
     def _trailing(self, r: Reading, now: datetime) -> list[Alert]:
-        lo, hi = self._window(r.t_ms - self.cfg.trailing.window_s * 1000, r.t_ms)
+        enabled = self.cfg.enabled
+        lo, hi = self._trailing_window(r.t_ms)
         stats: dict[str, tuple[float, float] | None] = {}
         for m in METRICS:
             stats[m] = None
@@ -349,7 +406,7 @@ class SensorAlertState:
         if temp is not None and t_stats is not None:
             dyn_threshold = t_stats[0] + self.cfg.dynamic_threshold.k_std * t_stats[1]
         dyn = dyn_threshold is not None and temp is not None and temp > dyn_threshold
-        if self._episode("DYNAMIC_THRESHOLD", dyn):
+        if "DYNAMIC_THRESHOLD" in enabled and self._episode("DYNAMIC_THRESHOLD", dyn):
             assert t_stats is not None
             out.append(self._alert("DYNAMIC_THRESHOLD", r.t_ms, now, "temperature", temp,
                                    dyn_threshold, {"mean": t_stats[0], "std": t_stats[1],
@@ -358,7 +415,7 @@ class SensorAlertState:
             x, s = r.value(m), stats[m]
             z = abs(x - s[0]) / s[1] if x is not None and s is not None else None
             outlier = z is not None and z > self.cfg.zscore.threshold
-            if self._episode(f"ZSCORE_OUTLIER:{m}", outlier):
+            if "ZSCORE_OUTLIER" in enabled and self._episode(f"ZSCORE_OUTLIER:{m}", outlier):
                 assert s is not None
                 out.append(self._alert("ZSCORE_OUTLIER", r.t_ms, now, m, x,
                                        self.cfg.zscore.threshold,
@@ -384,6 +441,23 @@ class SensorAlertState:
                                  "from_time": from_ms(self._t[i]).isoformat()})]
         return []
 
+    def _anomaly(self, r: Reading, now: datetime) -> list[Alert]:
+        """ANOMALY per metric: the adaptive detector's episode opened at this reading."""
+        out: list[Alert] = []
+        for m in self.cfg.anomaly.metrics:
+            v = r.value(m)
+            if v is None:
+                continue
+            det = self.detectors.get(m)
+            if det is None:
+                det = self.detectors[m] = AnomalyDetector(_settings(self.cfg, m))
+            d = det.update(r.t_ms, v)
+            if d.opened:
+                out.append(self._alert(ANOMALY, r.t_ms, now, m, v, d.expected,
+                                       {"score": round(d.score, 2),
+                                        "method": self.cfg.anomaly.method}))
+        return out
+
     # --- history ------------------------------------------------------------------------
 
     def _append(self, r: Reading) -> None:
@@ -399,6 +473,11 @@ class SensorAlertState:
         if self.last_t_ms is None:
             return
         k = bisect.bisect_left(self._t, self.last_t_ms - self.history_ms)
+        tr = self.cfg.trailing
+        if self.cfg.adaptive and k > len(self._t) - tr.min_readings:
+            # keep the last min_readings readings within max_span_s (statistics by count)
+            k_span = bisect.bisect_left(self._t, self.last_t_ms - tr.max_span_s * 1000)
+            k = min(k, max(k_span, len(self._t) - tr.min_readings))
         if k:
             del self._t[:k]
             for m in METRICS:
@@ -407,13 +486,15 @@ class SensorAlertState:
     # --- state store round trip ---------------------------------------------------------
 
     def to_state(self) -> tuple[tuple, bytes]:
-        """(scalars row per SCALAR_FIELDS, the history packed by `pack_history`)."""
+        """(scalars row per SCALAR_FIELDS, the history, intervals and detectors packed by
+        `pack_state`)."""
         self._prune()
         scalars = (self.last_t_ms, self.location, self.offline, self.consecutive,
                    ",".join(sorted(self.episodes)), self.minute_start, self.minute_sum,
                    self.minute_count, self.prev_minute_start, self.prev_minute_mean,
                    self.trend_run, self.late_readings)
-        return scalars, pack_history(self._t, [self._v[m] for m in METRICS])
+        dets = {m: d.to_state() for m, d in self.detectors.items()}
+        return scalars, pack_state(self._t, [self._v[m] for m in METRICS], self.gaps, dets)
 
     def history_rows(self) -> list[tuple]:
         """The history as rows per HISTORY_FIELDS (None for a missing value)."""
@@ -440,8 +521,11 @@ class SensorAlertState:
             st.trend_run = int(run or 0)
             st.late_readings = int(late or 0)
         if history:
-            st._t, values = unpack_history(history)
+            st._t, values, gaps, dets = unpack_state(history)
             st._v = dict(zip(METRICS, values, strict=True))
+            st.gaps = gaps
+            st.detectors = {m: AnomalyDetector.from_state(_settings(cfg, m), v)
+                            for m, v in dets.items()}
         return st
 
 
@@ -466,6 +550,58 @@ def unpack_history(blob: bytes) -> tuple[list[int], list[list[float]]]:
     return times, [matrix[:, 1 + i].tolist() for i in range(len(METRICS))]
 
 
+# The state blob (the sensor's `history` column), layout v3: one little-endian float64 array
+#   [NaN, 3, rows, detector mask, gaps] + the history matrix (rows x 4, as pack_history)
+#   + ANOMALY_STATE_SIZE floats per metric in the mask (METRICS order, bit i = METRICS[i])
+#   + the gaps.
+# A leading NaN marks it: a v2 blob (the history matrix alone, pack_history) starts with a
+# reading's t_ms, never NaN, so it is read as the history of a sensor with no intervals or
+# detectors learnt yet (migration on read; the next store writes v3).
+STATE_VERSION = 3
+_HEADER = 5
+
+
+def pack_state(times: Sequence[int], values: Sequence[Sequence[float]], gaps: Sequence[float],
+               detectors: dict[str, tuple[float, ...]]) -> bytes:
+    if not detectors and not gaps:
+        return pack_history(times, values)  # nothing learnt beyond the history: v2 layout
+    mask = sum(1 << i for i, m in enumerate(METRICS) if m in detectors)
+    parts: list[float] = [math.nan, float(STATE_VERSION), float(len(times)), float(mask),
+                          float(len(gaps))]
+    head = np.array(parts, dtype=_HISTORY_DTYPE)
+    hist = (np.column_stack([times, *values]).astype(_HISTORY_DTYPE).ravel() if times
+            else np.empty(0, dtype=_HISTORY_DTYPE))
+    rest = [v for m in METRICS if m in detectors for v in detectors[m]] + list(gaps)
+    return head.tobytes() + hist.tobytes() + np.array(rest, dtype=_HISTORY_DTYPE).tobytes()
+
+
+def unpack_state(blob: bytes) -> tuple[list[int], list[list[float]], list[float],
+                                       dict[str, list[float]]]:
+    """(times, values per metric, gaps, detector floats per metric) of a v2 or v3 blob."""
+    arr = np.frombuffer(blob, dtype=_HISTORY_DTYPE)
+    if not math.isnan(arr[0]):
+        times, values = unpack_history(blob)
+        return times, values, [], {}
+    version, rows, mask, n_gaps = (int(v) for v in arr[1:_HEADER])
+    if version != STATE_VERSION:
+        raise ValueError(f"alert state blob of layout v{version}; this version reads "
+                         f"v{STATE_VERSION} and v2")
+    end = _HEADER + rows * _HISTORY_WIDTH
+    matrix = arr[_HEADER:end].reshape(-1, _HISTORY_WIDTH)
+    times = matrix[:, 0].astype(np.int64).tolist()
+    values = [matrix[:, 1 + i].tolist() for i in range(len(METRICS))]
+    dets: dict[str, list[float]] = {}
+    for i, m in enumerate(METRICS):
+        if mask >> i & 1:
+            dets[m] = arr[end:end + ANOMALY_STATE_SIZE].tolist()
+            end += ANOMALY_STATE_SIZE
+    gaps = arr[end:end + n_gaps].tolist()
+    if end + n_gaps != len(arr):
+        raise ValueError(f"alert state blob: {len(arr)} floats, the header says "
+                         f"{end + n_gaps}")
+    return times, values, gaps, dets
+
+
 def _mean_std(values: list[float]) -> tuple[float, float, int]:
     """Mean and sample standard deviation of the values that are not NaN, and their count.
 
@@ -478,6 +614,16 @@ def _mean_std(values: list[float]) -> tuple[float, float, int]:
         return math.nan, math.nan, n
     mean = sum(xs) / n
     return mean, math.sqrt(sum([(x - mean) * (x - mean) for x in xs]) / (n - 1)), n
+
+
+def _quantile(xs: Sequence[float], q: float) -> float:
+    """The q-quantile of ``xs`` (linear between order statistics; q=0.5 is the median)."""
+    ordered = sorted(xs)
+    pos = q * (len(ordered) - 1)
+    i = int(pos)
+    if i + 1 >= len(ordered):
+        return ordered[-1]
+    return ordered[i] + (ordered[i + 1] - ordered[i]) * (pos - i)
 
 
 def _isnan(v: Any) -> bool:

@@ -6,15 +6,20 @@ a bucket of sensors (xxhash64(sensor_id) mod alerts.key_buckets): each call into
 each state-server round trip has a fixed cost, and with one key per sensor a batch over
 10,000 sensors paid it 10,000 times over (about ten round trips per sensor). Per bucket:
 
-- a MapState sensor_id -> that sensor's scalars and packed history (read and written only
-  for the sensors of this batch: one round trip each way);
-- a ValueState index: every sensor of the bucket with its last event time and offline flag,
-  and the one timer the bucket has registered.
+- a MapState sensor_id -> that sensor's scalars and packed state: its history, and in the
+  cadence-aware profiles its reporting intervals and adaptive detectors (`pack_state`; read
+  and written only for the sensors of this batch: one round trip each way);
+- a ValueState index: every sensor of the bucket with the instant its offline deadline counts
+  from and its offline flag, and the one timer the bucket has registered.
 
 Time is event time throughout, so a replay gives the same alerts. The bucket's timer sits at
 the earliest instant one of its sensors needs: its SENSOR_OFFLINE deadline (last reading +
-offline.after_s) or, once offline, its eviction (last reading + alerts.state_ttl_s, which
-deletes an abandoned sensor's state). Whenever the bucket runs, with data or on its timer,
+offline.after_s in the seed profile, + the sensor's learnt offline time in the others) or,
+once offline, its eviction (last reading + alerts.state_ttl_s, which deletes an abandoned
+sensor's state). The index keeps, per sensor, deadline - offline.after_s while online and the
+last reading once offline, so the index's layout is the seed's: an index of the older
+version (the last reading throughout) only makes a timer fire early once, and the sweep then
+stores the sensor's own deadline. Whenever the bucket runs, with data or on its timer,
 every sensor whose instant the watermark has reached is handled. Spark 4.2 refuses state TTL
 in event-time mode (STATEFUL_PROCESSOR_INCORRECT_TIME_MODE_TO_ASSIGN_TTL), hence the eviction
 instant. A fleet gone silent advances no watermark, so no timer fires: see
@@ -58,6 +63,7 @@ BUCKET_COLUMN = "sensor_bucket"
 # State layout (declared to Spark in `AlertProcessor.init`).
 SENSOR_KEY = "sensor_id string"
 SENSOR_FIELDS: tuple[tuple[str, str], ...] = (*SCALAR_FIELDS, ("history", "binary"))
+# last_ms: the instant the sensor's next instant counts from (see the module docstring).
 INDEX_FIELDS: tuple[tuple[str, str], ...] = (
     ("sensors", "array<string>"), ("last_ms", "array<bigint>"), ("offline", "array<boolean>"),
     ("timer_ms", "bigint"),
@@ -123,7 +129,9 @@ def _positions(values: pd.Series) -> list[int]:
 
 @dataclass
 class _Index:
-    """The bucket's sensors: sensor_id -> (last event time ms, offline); its timer."""
+    """The bucket's sensors: sensor_id -> (base ms, offline); its timer. The sensor's next
+    instant is base + offline.after_s while online (its offline deadline), base +
+    state_ttl_s once offline (base = its last reading then: its eviction)."""
 
     sensors: dict[str, tuple[int, bool]] = field(default_factory=dict)
     timer_ms: int | None = None
@@ -184,7 +192,11 @@ class AlertProcessor(StatefulProcessor):
         scalars, history = st.to_state()
         self.sensors.updateValue((st.sensor_id,), (*scalars, history))
         assert st.last_t_ms is not None
-        idx.sensors[st.sensor_id] = (st.last_t_ms, st.offline)
+        deadline = st.offline_deadline_ms()
+        if deadline is None:  # offline, or SENSOR_OFFLINE not raised: only its eviction is due
+            idx.sensors[st.sensor_id] = (st.last_t_ms, True)
+        else:
+            idx.sensors[st.sensor_id] = (deadline - self.offline_after_ms, False)
 
     def _sweep(self, idx: _Index, watermark_ms: int, now: datetime,
                done: Iterable[str] = ()) -> list[Alert]:
@@ -199,7 +211,8 @@ class AlertProcessor(StatefulProcessor):
                 st = self._load(sid)
                 out += st.on_watermark(watermark_ms, now=now, details="watermark")
                 self._store(idx, st)
-            if last + self.evict_after_ms <= watermark_ms:
+                last, offline = idx.sensors[sid]
+            if offline and last + self.evict_after_ms <= watermark_ms:
                 self.sensors.removeKey((sid,))
                 del idx.sensors[sid]
         return out

@@ -120,8 +120,12 @@ def ensure_alerts_table(spark: SparkSession, cfg: Config) -> str:
 # The alerts query's state layout (gold/alerts.py) and input, recorded beside its
 # checkpoint: Spark cannot tell that a checkpoint was made with another alerts.key_buckets
 # (same key schema, other sensors per key) and would go on with every sensor's state out of
-# reach. v1 read the silver table; v2 reads the source (Kafka, or bronze for other sources).
-STATE_LAYOUT = "sensor-buckets-v2"
+# reach. v1 read the silver table; v2 reads the source (Kafka, or bronze for other sources);
+# v3 adds each sensor's reporting intervals and adaptive detectors to its state blob
+# (gold.alert_rules.pack_state). A v2 checkpoint is read as it is (its blobs are v3 blobs
+# with nothing learnt yet) and its marker rewritten to v3; older code refuses a v3 one.
+STATE_LAYOUT = "sensor-buckets-v3"
+MIGRATED_LAYOUTS = frozenset({"sensor-buckets-v2"})
 LAYOUT_FILE = "lakehouse-state-layout.json"
 
 
@@ -148,6 +152,8 @@ def layout_problem(cfg: Config) -> str | None:
         found = json.loads(marker.read_text())
     except (OSError, ValueError) as exc:
         return f"{marker} cannot be read ({exc})"
+    if found.get("layout") in MIGRATED_LAYOUTS:
+        found = {**found, "layout": STATE_LAYOUT}
     if found == state_layout(cfg):
         return None
     if found.get("layout") == STATE_LAYOUT and found.get("input") != _input(cfg):
@@ -166,7 +172,11 @@ def record_layout(cfg: Config) -> None:
     if problem := layout_problem(cfg):
         raise RuntimeError(f"alerts checkpoint {cfg.paths.checkpoint(QUERY_NAME)}: {problem}")
     marker = cfg.paths.checkpoint(QUERY_NAME) / LAYOUT_FILE
-    if not marker.is_file():
+    older = json.loads(marker.read_text()).get("layout") if marker.is_file() else None
+    if older in MIGRATED_LAYOUTS:
+        logger.info("alerts checkpoint: state layout %s read as %s (sensors migrate as they "
+                    "are next stored)", older, STATE_LAYOUT)
+    if not marker.is_file() or older in MIGRATED_LAYOUTS:
         marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = marker.with_suffix(".tmp")
         tmp.write_text(json.dumps(state_layout(cfg), sort_keys=True))

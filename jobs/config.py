@@ -200,6 +200,9 @@ class RapidChange:
 class Trailing:
     window_s: int = 1800
     min_readings: int = 10
+    # production: with fewer than min_readings in window_s, the last min_readings readings
+    # when they span at most this long (slow sensors are covered by count, not by time).
+    max_span_s: int = 86_400
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,40 @@ class RisingTrend:
 @dataclass(frozen=True)
 class Offline:
     after_s: int = 600
+    # production: offline after max(after_s, interval_factor x the interval_quantile of the
+    # sensor's last `gaps` reporting intervals); before it has one, after initial_after_s.
+    interval_factor: float = 3.0
+    interval_quantile: float = 0.9
+    gaps: int = 32
+    initial_after_s: int = 7_200
+
+
+@dataclass(frozen=True)
+class AnomalyRule:
+    """The adaptive detector (`gold.anomaly`, alert type ANOMALY) as the production profile
+    runs it: one per (sensor, metric); the rest of its settings are `AnomalySettings`'."""
+
+    method: str = "seasonal"
+    metrics: tuple[str, ...] = ("temperature", "humidity", "pressure")
+    enter: float = 6.0
+    exit: float = 3.0
+    cooldown_s: int = 10_800
+    warmup_s: int = 7_200
+
+
+# Alert profiles: `seed` is every rule exactly as DESIGN.md defines it; `production` keeps the
+# static thresholds, RAPID_CHANGE, CONSECUTIVE_ALERTS and offline detection (relative to each
+# sensor's reporting interval) and replaces the trailing mean/std rules and RISING_TREND by the
+# adaptive detector (ANOMALY).
+PROFILES: tuple[str, ...] = ("production", "seed")
+PROFILE_RULES: Mapping[str, tuple[str, ...]] = {
+    "seed": ("HIGH_TEMP", "LOW_TEMP", "HIGH_HUMIDITY", "RAPID_CHANGE", "DYNAMIC_THRESHOLD",
+             "ZSCORE_OUTLIER", "CONSECUTIVE_ALERTS", "RISING_TREND", "SENSOR_OFFLINE",
+             "SENSOR_RECOVERED"),
+    "production": ("HIGH_TEMP", "LOW_TEMP", "HIGH_HUMIDITY", "RAPID_CHANGE", "ANOMALY",
+                   "CONSECUTIVE_ALERTS", "SENSOR_OFFLINE", "SENSOR_RECOVERED"),
+}
+RULE_TYPES: tuple[str, ...] = (*PROFILE_RULES["seed"], "ANOMALY")
 
 
 @dataclass(frozen=True)
@@ -242,12 +279,39 @@ class AlertsConfig:
     consecutive: Consecutive = field(default_factory=Consecutive)
     rising_trend: RisingTrend = field(default_factory=RisingTrend)
     offline: Offline = field(default_factory=Offline)
+    anomaly: AnomalyRule = field(default_factory=AnomalyRule)
+    # seed | production (PROFILE_RULES); `rules` non-empty: exactly these alert types instead
+    # of the profile's, with the profile's semantics (cadence-aware in production).
+    profile: str = "production"
+    rules: tuple[str, ...] = ()
     severities: Mapping[str, str] = field(default_factory=dict)
     # A sensor's rule state is deleted this long (event time) after its last reading.
     state_ttl_s: int = 7 * 24 * 3600
     # Sensors are hashed into this many grouping keys of the alerts query: one Python call and
     # one timer per key and batch instead of one per sensor. Frozen into the checkpoint.
     key_buckets: int = 64
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ConfigError(f"alerts.profile must be one of {', '.join(PROFILES)}, got "
+                              f"{self.profile!r}")
+        unknown = sorted(set(self.rules) - set(RULE_TYPES))
+        if unknown:
+            raise ConfigError(f"alerts.rules: unknown alert type(s) {unknown}; known: "
+                              f"{', '.join(RULE_TYPES)}")
+        # not a field: derived, so with_overrides and asdict never see it
+        object.__setattr__(self, "_enabled",
+                           frozenset(self.rules or PROFILE_RULES[self.profile]))
+
+    @property
+    def enabled(self) -> frozenset[str]:
+        """The alert types the rules raise (the profile's, or `rules`)."""
+        return self._enabled  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def adaptive(self) -> bool:
+        """Cadence-aware semantics (every profile but `seed`)."""
+        return self.profile != "seed"
 
 
 @dataclass(frozen=True)

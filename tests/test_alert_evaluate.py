@@ -38,7 +38,7 @@ from jobs.alert_evaluate_io import (
 from jobs.cli import cli
 from jobs.config import load_config
 
-CFG = load_config(env={})
+CFG = load_config(env={}, overrides={"alerts.profile": "seed"})
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 MIN_MS = 60_000
 

@@ -11,7 +11,7 @@ from gold.alert_rules import Alert, Reading, SensorAlertState, alert_id, from_ms
 from gold.schema import ALERT_SCHEMA, ALERT_TYPES
 from jobs.config import load_config
 
-CFG = load_config(env={}).alerts
+CFG = load_config(env={}, overrides={"alerts.profile": "seed"}).alerts
 T0 = datetime(2024, 1, 10, 14, 0, tzinfo=UTC)
 NOW = datetime(2024, 1, 10, 18, 0, tzinfo=UTC)
 BASE = {"temperature": 20.0, "humidity": 50.0, "pressure": 1013.0}
