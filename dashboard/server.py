@@ -23,7 +23,9 @@ import json
 import logging
 import mimetypes
 import re
+import signal
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -272,11 +274,21 @@ def serve(cfg: Config, settings: ServerSettings) -> None:
     logger.info("dashboard on http://%s:%s/ (Prometheus metrics on /metrics), lakehouse %s, "
                 "token authentication %s", url_host, bound_port, cfg.paths.lakehouse,
                 "on" if settings.token else "off (loopback)")
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler
+    # it found: for SIGTERM make that an exception too, so that the stop is clean and logged.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
     try:
         uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:
-        pass  # uvicorn has shut down gracefully and re-raised the signal
+        pass
     finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
         sock.close()
         lake.close()
     logger.info("dashboard stopped")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -20,8 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.security import COOKIE, CSP
-from dashboard.server import plotly_js
+from dashboard.security import (
+    COOKIE,
+    CSP,
+    DashboardError,
+    allowed_hosts,
+    check_bind,
+    cookie_value,
+    is_loopback,
+    load_token,
+)
+from dashboard.server import MAX_MINUTES, BadParameter, filters_from_query, plotly_js
 from jobs.config import REPO_ROOT, Config
 from jobs.tables import PIPELINE_METRICS
 
@@ -163,6 +172,57 @@ def net_server(empty_lake: Config, tmp_path_factory: pytest.TempPathFactory) -> 
         yield s
     finally:
         s.stop()
+
+
+# --- the rules, without a server ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True),
+    ("localhost", True), ("LOCALHOST", True), ("0.0.0.0", False), ("::", False),
+    ("192.0.2.2", False), ("10.0.0.1", False), ("fd00::2", False), ("localhost.evil", False),
+    ("myhost", False), ("", False),
+])
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_check_bind_refuses_network_without_token() -> None:
+    check_bind("127.0.0.1", None)
+    check_bind("192.0.2.2", TOKEN)
+    with pytest.raises(DashboardError, match="refusing to serve the dashboard on 0.0.0.0"):
+        check_bind("0.0.0.0", None)
+
+
+def test_allowed_hosts() -> None:
+    assert allowed_hosts("127.0.0.1") == ["localhost", "127.0.0.1", "[::1]"]
+    assert allowed_hosts("192.0.2.2", ["Dash.Example"])[-2:] == ["192.0.2.2", "dash.example"]
+    assert "[fd00::2]" in allowed_hosts("fd00::2")
+    wildcard = allowed_hosts("0.0.0.0")
+    assert "0.0.0.0" not in wildcard and socket.gethostname().lower() in wildcard
+
+
+def test_load_token(tmp_path: Path) -> None:
+    assert load_token(None, None) is None and load_token(None, "  ") is None
+    assert load_token(None, f" {TOKEN}\n") == TOKEN
+    f = tmp_path / "token"
+    f.write_text(f"{TOKEN}x\n")
+    assert load_token(f, TOKEN) == TOKEN + "x"  # the file wins over the environment
+    for bad in ("short", "x" * 15, "tab\tinside-the-token", "non-ascii-\u00e9-token-long"):
+        with pytest.raises(DashboardError, match="at least 16 printable ASCII"):
+            load_token(None, bad)
+    assert TOKEN not in cookie_value(TOKEN) and cookie_value(TOKEN) != cookie_value(TOKEN + "x")
+
+
+def test_filters_from_query() -> None:
+    f = filters_from_query({"minutes": "15", "type": "HIGH_TEMP", "severity": "CRITICAL",
+                            "location": "Building A - Floor 1", "sensor": "SENSOR_001"})
+    assert (f.minutes, f.alert_type, f.severity, f.location, f.sensor) == (
+        15, "HIGH_TEMP", "CRITICAL", "Building A - Floor 1", "SENSOR_001")
+    assert filters_from_query({}).minutes == 60
+    assert filters_from_query({"minutes": str(MAX_MINUTES)}).minutes == MAX_MINUTES
+    with pytest.raises(BadParameter, match="^bad parameter minutes:"):
+        filters_from_query({"minutes": str(MAX_MINUTES + 1)})
 
 
 # --- path traversal ------------------------------------------------------------------------
