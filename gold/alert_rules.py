@@ -129,6 +129,35 @@ def _settings(cfg: AlertsConfig, metric: str) -> AnomalySettings:
     return anomaly_settings(metric, a.method, a.enter, a.exit, a.cooldown_s, a.warmup_s)
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """An alert's episode ended: the condition no longer holds at ``resolved_at``.
+    ``alert_id`` is the id of the alert that opened it."""
+
+    sensor_id: str
+    alert_type: str
+    metric: str | None
+    opened_at: datetime
+    resolved_at: datetime
+
+    @property
+    def alert_id(self) -> str:
+        return alert_id(self.sensor_id, self.alert_type, self.metric, self.opened_at)
+
+
+# Lifecycle (cadence-aware profiles): types whose episode, once closed, is followed by
+# alerts.cooldown_s in which the same condition opens no new alert.
+COOLDOWN_TYPES: frozenset[str] = frozenset({"RAPID_CHANGE", "DYNAMIC_THRESHOLD",
+                                            "ZSCORE_OUTLIER", "RISING_TREND",
+                                            "CONSECUTIVE_ALERTS"})
+_STATIC_TYPES: frozenset[str] = frozenset({"HIGH_TEMP", "LOW_TEMP", "HIGH_HUMIDITY"})
+
+
+def _episode_key(alert_type: str, metric: str | None) -> str:
+    """The key of a rule's episode in `SensorAlertState.episodes`."""
+    return f"ZSCORE_OUTLIER:{metric}" if alert_type == "ZSCORE_OUTLIER" else alert_type
+
+
 def severity(cfg: AlertsConfig, alert_type: str) -> str:
     try:
         return cfg.severities[alert_type]
@@ -202,6 +231,14 @@ class SensorAlertState:
     # first) and the adaptive detector of each metric (created at its first value).
     gaps: list[float] = field(default_factory=list)
     detectors: dict[str, AnomalyDetector] = field(default_factory=dict)
+    # Lifecycle (cadence-aware profiles), keyed "alert_type|metric": the open episodes of
+    # raised alerts (the opening alert's event time), the cool-downs (until when no alert
+    # of that key opens), and episodes that began within a cool-down (open, no alert).
+    opened: dict[str, int] = field(default_factory=dict)
+    quiet: dict[str, int] = field(default_factory=dict)
+    suppressed: set[str] = field(default_factory=set)
+    # Episodes resolved by the readings processed since the last `take_resolved` (not state).
+    resolved: list[Resolution] = field(default_factory=list)
 
     # --- rule windows -------------------------------------------------------------------
 
@@ -258,7 +295,70 @@ class SensorAlertState:
         deadline = self.offline_deadline_ms()
         if deadline is None or watermark_ms < deadline:
             return []
-        return self._go_offline(deadline, now, details)
+        out = self._go_offline(deadline, now, details)
+        return self._open(out) if self.cfg.adaptive else out
+
+    def active(self) -> list[tuple[str, str, str | None, datetime]]:
+        """The open episodes of raised alerts: (alert_id, alert_type, metric, opened at)."""
+        out = []
+        for key, t in sorted(self.opened.items()):
+            kind, _, metric = key.partition("|")
+            out.append((alert_id(self.sensor_id, kind, metric or None, t), kind,
+                        metric or None, from_ms(t)))
+        return out
+
+    def take_resolved(self) -> list[Resolution]:
+        """The episodes resolved since the last call (cadence-aware profiles)."""
+        out, self.resolved = self.resolved, []
+        return out
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def _open(self, alerts: list[Alert]) -> list[Alert]:
+        """Record the episodes the alerts open; drop an alert whose key is cooling down."""
+        kept: list[Alert] = []
+        for a in alerts:
+            key = f"{a.alert_type}|{a.metric or ''}"
+            t = to_ms(a.event_time)
+            if a.alert_type == "SENSOR_RECOVERED":
+                kept.append(a)
+                continue
+            if a.alert_type in COOLDOWN_TYPES and t < self.quiet.get(key, -1):
+                self.suppressed.add(key)
+                continue
+            self.opened.setdefault(key, t)
+            kept.append(a)
+        return kept
+
+    def _holds(self, key: str, statics: set[str]) -> bool:
+        """Does the condition of an open episode still hold after the reading just seen?"""
+        kind, _, metric = key.partition("|")
+        if kind in _STATIC_TYPES:
+            return key in statics
+        if kind == "CONSECUTIVE_ALERTS":
+            return self.consecutive > 0
+        if kind == "SENSOR_OFFLINE":
+            return self.offline
+        if kind == ANOMALY:
+            det = self.detectors.get(metric)
+            return det is not None and bool(det.open)
+        return _episode_key(kind, metric or None) in self.episodes
+
+    def _resolve(self, r: Reading, statics: list[Alert]) -> None:
+        """Close the episodes whose condition this reading no longer meets."""
+        hot = {f"{a.alert_type}|{a.metric or ''}" for a in statics}
+        cooldown_ms = self.cfg.cooldown_s * 1000
+        for key in [k for k in self.opened if not self._holds(k, hot)]:
+            kind, _, metric = key.partition("|")
+            self.resolved.append(Resolution(self.sensor_id, kind, metric or None,
+                                            from_ms(self.opened.pop(key)), from_ms(r.t_ms)))
+            if kind in COOLDOWN_TYPES:
+                self.quiet[key] = r.t_ms + cooldown_ms
+        for key in [k for k in self.suppressed if not self._holds(k, hot)]:
+            self.suppressed.discard(key)
+            self.quiet[key] = r.t_ms + cooldown_ms
+        for key in [k for k, until in self.quiet.items() if until <= r.t_ms]:
+            del self.quiet[key]
 
     # --- rules --------------------------------------------------------------------------
 
@@ -331,6 +431,9 @@ class SensorAlertState:
         else:
             self.consecutive = 0
         self._append(r)
+        if self.cfg.adaptive:
+            out = self._open(out)
+            self._resolve(r, statics)
         return out
 
     def _trend(self, r: Reading, now: datetime) -> list[Alert]:
@@ -490,11 +593,32 @@ class SensorAlertState:
         `pack_state`)."""
         self._prune()
         scalars = (self.last_t_ms, self.location, self.offline, self.consecutive,
-                   ",".join(sorted(self.episodes)), self.minute_start, self.minute_sum,
+                   self._episodes_text(), self.minute_start, self.minute_sum,
                    self.minute_count, self.prev_minute_start, self.prev_minute_mean,
                    self.trend_run, self.late_readings)
         dets = {m: d.to_state() for m, d in self.detectors.items()}
         return scalars, pack_state(self._t, [self._v[m] for m in METRICS], self.gaps, dets)
+
+    # The episodes column: the rule episodes "K1,K2" (the seed's text); in the cadence-aware
+    # profiles, when there is any, ";" then the open alerts "type|metric@ms,...", the
+    # cool-downs "type|metric@until,..." and the suppressed episodes "type|metric,...".
+    def _episodes_text(self) -> str:
+        text = ",".join(sorted(self.episodes))
+        if not (self.opened or self.quiet or self.suppressed):
+            return text
+        return ";".join([text, ",".join(f"{k}@{v}" for k, v in sorted(self.opened.items())),
+                         ",".join(f"{k}@{v}" for k, v in sorted(self.quiet.items())),
+                         ",".join(sorted(self.suppressed))])
+
+    def _read_episodes(self, text: str) -> None:
+        parts = text.split(";")
+        self.episodes = {e for e in parts[0].split(",") if e}
+        if len(parts) == 4:
+            for target, part in ((self.opened, parts[1]), (self.quiet, parts[2])):
+                for item in filter(None, part.split(",")):
+                    key, _, ms = item.rpartition("@")
+                    target[key] = int(ms)
+            self.suppressed = {e for e in parts[3].split(",") if e}
 
     def history_rows(self) -> list[tuple]:
         """The history as rows per HISTORY_FIELDS (None for a missing value)."""
@@ -512,7 +636,7 @@ class SensorAlertState:
             st.location = loc
             st.offline = bool(offline)
             st.consecutive = int(consec or 0)
-            st.episodes = {e for e in (episodes or "").split(",") if e}
+            st._read_episodes(episodes or "")
             st.minute_start = _int_or_none(mstart)
             st.minute_sum = float(msum or 0.0)
             st.minute_count = int(mcount or 0)

@@ -284,6 +284,9 @@ class AlertsConfig:
     # of the profile's, with the profile's semantics (cadence-aware in production).
     profile: str = "production"
     rules: tuple[str, ...] = ()
+    # production: after an episode of a once-per-episode rule resolves, no new alert of the
+    # same (type, metric) for this long (gold.alert_rules.COOLDOWN_TYPES).
+    cooldown_s: int = 900
     severities: Mapping[str, str] = field(default_factory=dict)
     # A sensor's rule state is deleted this long (event time) after its last reading.
     state_ttl_s: int = 7 * 24 * 3600

@@ -449,3 +449,100 @@ def test_timing_is_fixed_by_event_time() -> None:
     parts = run(PROD, *chunks(rs, 777))
     assert [a.as_row() for a in whole] == [a.as_row() for a in parts] and whole
     assert timedelta(seconds=PROD.anomaly.cooldown_s) == timedelta(hours=3)
+
+
+# --- lifecycle: episodes, resolution, cool-down --------------------------------------------------
+
+def _resolved(st: SensorAlertState) -> list[tuple[str, int, int]]:
+    return [(x.alert_type, to_ms(x.opened_at) - to_ms(T0), to_ms(x.resolved_at) - to_ms(T0))
+            for x in st.take_resolved()]
+
+
+def _through_store(st: SensorAlertState, cfg=PROD) -> SensorAlertState:  # noqa: ANN001
+    scalars, blob = st.to_state()
+    back = SensorAlertState.from_state(st.sensor_id, cfg, scalars, blob)
+    assert back.to_state() == (scalars, blob)
+    return back
+
+
+def test_rapid_change_episode_resolves_and_cools_down_at_1s() -> None:
+    st = SensorAlertState("S1", PROD)
+    seq = ([reading(i * SEC, 20.0) for i in range(60)]
+           + [reading(i * SEC, 26.0) for i in range(60, 200)]       # jump at 60 s
+           + [reading(i * SEC, 20.0) for i in range(200, 1300)]     # back: within cool-down
+           + [reading(i * SEC, 26.0) for i in range(1300, 1400)])   # again, cool-down over
+    alerts: list[Alert] = []
+    resolved: list[tuple[str, int, int]] = []
+    for part in chunks(seq, 50):
+        alerts += st.process(part, now=NOW)
+        resolved += _resolved(st)
+        st = _through_store(st)
+    assert fired(alerts, "RAPID_CHANGE") == [(60 * SEC, "temperature"),
+                                             (1300 * SEC, "temperature")]
+    # open while a reading of the last 60 s differs by > 5 °C: resolved at 120 s; the drop at
+    # 200 s began within the cool-down (120 + 900 s): no alert, and no resolution of its own
+    assert [r for r in resolved if r[0] == "RAPID_CHANGE"] == [
+        ("RAPID_CHANGE", 60 * SEC, 120 * SEC), ("RAPID_CHANGE", 1300 * SEC, 1360 * SEC)]
+    assert st.active() == []
+
+
+def test_near_miss_of_the_cool_down_still_alerts() -> None:
+    """A second jump just after the cool-down (resolution + 900 s) alerts again."""
+    st = SensorAlertState("S1", PROD)
+    seq = ([reading(i * SEC, 20.0) for i in range(60)]
+           + [reading(i * SEC, 26.0) for i in range(60, 1021)]
+           + [reading(1021 * SEC, 20.0)])
+    alerts = st.process(seq, now=NOW)
+    assert fired(alerts, "RAPID_CHANGE") == [(60 * SEC, "temperature"),
+                                             (1021 * SEC, "temperature")]
+
+
+@pytest.mark.parametrize("step_ms", [15 * MIN, HOUR])
+def test_static_and_offline_episodes_at_slow_cadence(step_ms: int) -> None:
+    """A static threshold alerts on every breaching reading (the real-time path publishes
+    each) but is one episode; SENSOR_OFFLINE is an episode from its deadline to the
+    recovery."""
+    st = SensorAlertState("S1", PROD)
+    temps = [21.0] * 10 + [31.0, 32.0, 21.0] + [21.0] * 5
+    alerts = st.process([reading(i * step_ms, v) for i, v in enumerate(temps)], now=NOW)
+    assert len(fired(alerts, "HIGH_TEMP")) == 2
+    assert _resolved(st) == [("HIGH_TEMP", 10 * step_ms, 12 * step_ms)]
+    last = (len(temps) - 1) * step_ms
+    st = _through_store(st)
+    off = st.on_watermark(to_ms(T0) + last + 3 * step_ms, now=NOW)
+    assert kinds(off) == ["SENSOR_OFFLINE"]
+    assert [k for _, k, _, _ in st.active()] == ["SENSOR_OFFLINE"]
+    st = _through_store(st)
+    back = st.process([reading(last + 5 * step_ms, 21.0)], now=NOW)
+    assert kinds(back) == ["SENSOR_RECOVERED"]
+    assert _resolved(st) == [("SENSOR_OFFLINE", last + 3 * step_ms, last + 5 * step_ms)]
+    assert st.active() == []
+
+
+def test_anomaly_episode_resolves_when_the_detector_closes() -> None:
+    st = SensorAlertState("S1", PROD)
+    warm = noisy(3 * 3600, SEC, seed=21)
+    st.process(warm, now=NOW)
+    t = 3 * 3600 * SEC
+    spike = [reading(t + i * SEC, 25.0) for i in range(10)]  # under a RAPID_CHANGE
+    assert fired(st.process(spike, now=NOW), "ANOMALY") == [(t, "temperature")]
+    assert [(k, m) for _, k, m, _ in st.active()] == [("ANOMALY", "temperature")]
+    st = _through_store(st)
+    st.process(noisy(60, SEC, seed=22, start_ms=t + 10 * SEC), now=NOW)
+    assert _resolved(st) == [("ANOMALY", t, t + 10 * SEC)]
+    assert st.active() == []
+
+
+def test_resolution_names_the_opening_alert() -> None:
+    st = SensorAlertState("S1", PROD)
+    alerts = st.process([reading(0, 31.0), reading(10 * SEC, 21.0)], now=NOW)
+    (res,) = st.take_resolved()
+    assert res.alert_id == alerts[0].alert_id and res.metric == "temperature"
+
+
+def test_seed_has_no_lifecycle() -> None:
+    st = SensorAlertState("S1", SEED)
+    st.process([reading(0, 20.0), reading(30 * SEC, 26.0), reading(100 * SEC, 26.0),
+                reading(110 * SEC, 20.0)], now=NOW)
+    assert st.take_resolved() == [] and st.active() == []
+    assert st.to_state()[0][4] == "RAPID_CHANGE", "the seed's episodes text"
