@@ -94,15 +94,11 @@ def load_token(token_file: Path | None, env_token: str | None) -> str | None:
 
 
 def check_bind(host: str, token: str | None) -> None:
-    """Refuse a non-loopback address without a token; warn when serving on one."""
-    if is_loopback(host):
-        return
-    if token is None:
+    """Refuse a non-loopback address without a token."""
+    if token is None and not is_loopback(host):
         raise DashboardError(
             f"refusing to serve the dashboard on {host} (not loopback) without a token: "
             f"set {TOKEN_ENV} or pass --token-file FILE")
-    logger.warning("dashboard listening on %s, which is not loopback: reachable from the "
-                   "network, token authentication on", host)
 
 
 def _host_pattern(host: str) -> str:

@@ -249,9 +249,12 @@ def serve(cfg: Config, settings: ServerSettings) -> None:
     check_bind(settings.host, settings.token)
     sock = listen(settings.host, settings.port)
     bound_host, bound_port = sock.getsockname()[:2]
-    if settings.token is None and not is_loopback(bound_host):
-        sock.close()  # a host name that resolved to a network address
-        check_bind(bound_host, None)
+    if not is_loopback(bound_host):
+        if settings.token is None:
+            sock.close()  # a host name that resolved to a network address
+            check_bind(bound_host, None)
+        logger.warning("dashboard listening on %s, which is not loopback: reachable from the "
+                       "network, token authentication on", bound_host)
     lake = Lakehouse(cfg)
     if lake.missing:
         logger.info("tables not created yet (panels wait for them): %s", ", ".join(lake.missing))
