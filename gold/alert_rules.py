@@ -25,6 +25,15 @@ Semantics decisions the design table leaves open, fixed here so replay is determ
 - CONSECUTIVE_ALERTS: fires on the reading that makes the run exactly `consecutive.count`
   long; the run ends at the first reading without a static alert. Each (sensor, metric) pair
   of the same reading counts once: the run counts readings, not alerts.
+
+Profiles (`alerts.profile`, the types raised in `AlertsConfig.enabled`): `seed` is exactly the
+above. The others are cadence-aware: ANOMALY per metric from `gold.anomaly.AnomalyDetector`
+(one per metric, state in the sensor's blob); SENSOR_OFFLINE after the sensor's own offline
+time (`offline_after_ms`: at least offline.after_s, else a multiple of a high quantile of its
+recent intervals); trailing statistics by count when the window holds too few readings; and
+the alert lifecycle: each raised alert opens an episode per (type, metric), the first reading
+that no longer meets the condition resolves it (`take_resolved`), and a once-per-episode
+rule (COOLDOWN_TYPES) does not alert again for alerts.cooldown_s after it resolved.
 """
 
 from __future__ import annotations

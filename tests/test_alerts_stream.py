@@ -99,7 +99,11 @@ def cfg(kafka_cfg: Config, tmp_path: Path) -> Config:
     return out
 
 
-def test_alerts_query_to_delta_and_kafka_idempotent(spark, cfg: Config) -> None:
+@pytest.mark.parametrize("profile", ["production", "seed"])
+def test_alerts_query_to_delta_and_kafka_idempotent(spark, cfg: Config, profile: str) -> None:
+    """The same alerts under both profiles: these sensors report every 10-60 s (offline
+    after the seed's 10 minutes in both) and none is past the detector's warm-up."""
+    cfg = cfg.with_overrides({"alerts.profile": profile})
     live = [silver_row("S_LIVE", at(m), 20.0 + (m % 2) * 0.5) for m in range(31)]
     hot = [silver_row("S_HOT", at(seconds=s), t) for s, t in ((0, 31), (10, 32), (20, 33))]
     jump = [silver_row("S_JUMP", at(0), 20.0), silver_row("S_JUMP", at(seconds=30), 26.0)]
@@ -184,6 +188,33 @@ def test_alerts_query_to_delta_and_kafka_idempotent(spark, cfg: Config) -> None:
                                                  ("S_LIVE", "SENSOR_OFFLINE", None, at(41)),
                                                  ("S_GONE", "HIGH_TEMP", None, at(41))}
     assert len(kafka_alerts(cfg)) == len(expected) + 4
+
+
+def test_production_profile_runs_in_the_stream(spark, cfg: Config) -> None:
+    """The default profile in the query, over two runs (state through the store): an hourly
+    sensor is not offline between its readings, a warmed-up sensor's 4 °C spike is one
+    ANOMALY, and the seed's trailing rules raise nothing; the seed profile on the same
+    readings pages the hourly sensor on every reading and raises its trailing rules."""
+    assert cfg.alerts.profile == "production"
+    hourly = [silver_row("S_HOURLY", at(60 * h), 20.0 + 0.1 * (h % 2)) for h in range(8)]
+    steady = ([silver_row("S_STEADY", at(m), 20.0 + (0.2 if m % 2 else 0.0))
+               for m in range(181)] + [silver_row("S_STEADY", at(181), 24.0)]
+              + [silver_row("S_STEADY", at(m), 20.0) for m in range(182, 481)])
+    first = [r for r in hourly + steady if r[1] < at(240)]
+    send(spark, cfg, first)
+    run_once(spark, cfg)
+    send(spark, cfg, [r for r in hourly + steady if r[1] >= at(240)])
+    run_once(spark, cfg)
+    assert table_alerts(spark, cfg) == {("S_STEADY", "ANOMALY", "temperature", at(181))}
+
+    seed = cfg.with_overrides({"alerts.profile": "seed",
+                               "paths.checkpoint_root": str(cfg.paths.lakehouse / "_seed"),
+                               "paths.lakehouse_root": str(cfg.paths.lakehouse / "seed")})
+    run_once(spark, seed)
+    kinds = [k for s, k, _, _ in table_alerts(spark, seed) if s == "S_HOURLY"]
+    assert kinds.count("SENSOR_OFFLINE") == 8 and kinds.count("SENSOR_RECOVERED") == 7
+    assert {("S_STEADY", "DYNAMIC_THRESHOLD", "temperature", at(181)),
+            ("S_STEADY", "ZSCORE_OUTLIER", "temperature", at(181))} <= table_alerts(spark, seed)
 
 
 def test_sensors_sharing_a_state_key_keep_their_own_rules(spark, cfg: Config) -> None:
