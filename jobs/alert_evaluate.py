@@ -295,6 +295,7 @@ def run_rules(sensor_id: str, readings: Iterable[Reading], cfg: Config) -> list[
         out += st.process(fresh, now=now)
         newest = r.t_ms if newest is None else max(newest, r.t_ms)
         out += st.on_watermark(newest - watermark_ms, now=now, details="watermark")
+        st.take_resolved()  # episodes' ends are not scored; do not keep them
     return out
 
 

@@ -263,6 +263,7 @@ PROFILE_RULES: Mapping[str, tuple[str, ...]] = {
                    "CONSECUTIVE_ALERTS", "SENSOR_OFFLINE", "SENSOR_RECOVERED"),
 }
 RULE_TYPES: tuple[str, ...] = (*PROFILE_RULES["seed"], "ANOMALY")
+ANOMALY_METHODS: tuple[str, ...] = ("seasonal", "ewma")  # gold.anomaly.METHODS
 
 
 @dataclass(frozen=True)
@@ -302,6 +303,18 @@ class AlertsConfig:
         if unknown:
             raise ConfigError(f"alerts.rules: unknown alert type(s) {unknown}; known: "
                               f"{', '.join(RULE_TYPES)}")
+        a, off = self.anomaly, self.offline
+        if a.method not in ANOMALY_METHODS:
+            raise ConfigError(f"alerts.anomaly.method must be one of "
+                              f"{', '.join(ANOMALY_METHODS)}, got {a.method!r}")
+        bad = sorted(set(a.metrics) - {"temperature", "humidity", "pressure"})
+        if bad or not 0 < a.exit <= a.enter:
+            raise ConfigError(f"alerts.anomaly: metrics must be temperature, humidity or "
+                              f"pressure and 0 < exit <= enter (got metrics {list(a.metrics)},"
+                              f" enter {a.enter}, exit {a.exit})")
+        if not 0 < off.interval_quantile <= 1 or off.interval_factor <= 0 or off.gaps < 1:
+            raise ConfigError("alerts.offline: need 0 < interval_quantile <= 1, "
+                              "interval_factor > 0 and gaps >= 1")
         # not a field: derived, so with_overrides and asdict never see it
         object.__setattr__(self, "_enabled",
                            frozenset(self.rules or PROFILE_RULES[self.profile]))

@@ -87,11 +87,19 @@ def test_production_is_the_default_and_seed_keeps_every_seed_rule() -> None:
     picked = load_config(env={}, overrides={"alerts.rules": ["ZSCORE_OUTLIER", "ANOMALY"]})
     assert picked.alerts.enabled == {"ZSCORE_OUTLIER", "ANOMALY"}
     assert PROD.severities["ANOMALY"] == "WARNING"
+    from gold.anomaly import METHODS
+    from jobs.config import ANOMALY_METHODS
+
+    assert ANOMALY_METHODS == METHODS
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("alerts.profile", "strict", "alerts.profile must be one of production, seed"),
     ("alerts.rules", ["ZSCORE"], "unknown alert type"),
+    ("alerts.anomaly.method", "hst", "alerts.anomaly.method must be one of seasonal, ewma"),
+    ("alerts.anomaly.metrics", ["co2"], "alerts.anomaly: metrics must be"),
+    ("alerts.anomaly.exit", 7.0, "0 < exit <= enter"),
+    ("alerts.offline.interval_quantile", 1.5, "0 < interval_quantile <= 1"),
 ])
 def test_a_bad_profile_or_rule_is_refused(key: str, value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

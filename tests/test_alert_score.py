@@ -75,6 +75,7 @@ def run_rules(spec: GeneratorSpec, batch_readings: int, cfg: AlertsConfig = CFG
         for sid, readings in batch.items():
             st = states.setdefault(sid, SensorAlertState(sid, cfg))
             alerts.extend(st.process(readings, now=NOW))
+            st.take_resolved()
         batch.clear()
         for st in states.values():
             alerts.extend(st.on_watermark(max_t - 600_000, now=NOW))
