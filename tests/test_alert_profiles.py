@@ -554,3 +554,17 @@ def test_seed_has_no_lifecycle() -> None:
                 reading(110 * SEC, 20.0)], now=NOW)
     assert st.take_resolved() == [] and st.active() == []
     assert st.to_state()[0][4] == "RAPID_CHANGE", "the seed's episodes text"
+
+
+def test_evaluate_with_a_named_detector_replaces_the_profiles_anomaly() -> None:
+    from jobs.alert_evaluate import Detectors, LabelledSeries, evaluate
+
+    cfg = load_config(env={})
+    rs = noisy(12 * 24 * 3, 5 * MIN, seed=31, noise=0.2)
+    times = [r.t_ms for r in rs]
+    vals = [r.temperature for r in rs]
+    vals[-50] = 26.0
+    s = LabelledSeries("s", tuple(times), {"temperature": tuple(vals)}, ())
+    rules = evaluate([s], cfg).types["ANOMALY"].alerts
+    both = evaluate([s], cfg, detectors=Detectors.parse("rules,anomaly")).types
+    assert rules == both["ANOMALY"].alerts == 1, "one ANOMALY, not one from each"
