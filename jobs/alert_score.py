@@ -14,13 +14,18 @@ raise, on that sensor, with event time in a window:
 | outlier | ZSCORE_OUTLIER (temperature) | [start, end] |
 | silence | SENSOR_OFFLINE and SENSOR_RECOVERED | exactly start + offline.after_s, and end |
 
-Recall per kind = events with every required alert / events. An alert is *explained* when an
-event of the same sensor covers it: event time in [start, end + trailing window + 1 min] (an
-event also moves the sensor's trailing statistics and its way back can be a rapid change). The
-rest are *unexplained*: alerts where nothing was injected. DYNAMIC_THRESHOLD (mean + 2 std)
-and ZSCORE_OUTLIER (and the adaptive detector's ANOMALY) are statistical: clean noise does
-cross them now and then (with k=2 a few percent of readings), so their unexplained alerts are
-counted apart from those of the deterministic rules, which must be zero.
+Where the config does not raise the required rule (the production profile: no
+ZSCORE_OUTLIER, no RISING_TREND), an outlier or rising trend requires an ANOMALY on
+temperature in [start, end] instead (ANOMALY_REQUIRED); a kind no enabled rule covers is
+counted apart as uncovered. Recall per kind = events with every required alert / events.
+
+An alert is *explained* when an event of the same sensor covers it: event time in [start, end +
+trailing window + 1 min] (an event also moves the sensor's trailing statistics and its way back
+can be a rapid change). The rest are *unexplained*: alerts where nothing was injected.
+DYNAMIC_THRESHOLD (mean + 2 std) and ZSCORE_OUTLIER (and the adaptive detector's ANOMALY) are
+statistical: clean noise does cross them now and then (with k=2 a few percent of readings), so
+their unexplained alerts are counted apart from those of the deterministic rules, which must be
+zero.
 """
 
 from __future__ import annotations
