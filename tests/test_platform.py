@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from proc_sockets import LOOPBACK, listening
 
 from jobs import broker
 from jobs.config import REPO_ROOT, Config, ConfigError, load_config
@@ -211,35 +211,11 @@ def test_broker_jvm_maps_its_class_archive(kafka_cfg: Config) -> None:
     assert str(archive.resolve()) in maps  # a JVM that rejects the archive does not map it
 
 
-def _listening(pid: int) -> set[tuple[str, int]]:
-    """(address, port) of every TCP socket process ``pid`` listens on, from /proc."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    out = set()
-    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
-        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-            cols = line.split()
-            if cols[3] != "0A" or cols[9] not in inodes:  # 0A: LISTEN
-                continue
-            hex_ip, hex_port = cols[1].split(":")
-            raw = bytes.fromhex(hex_ip)
-            # /proc prints the address as 32-bit words in host (little-endian) order.
-            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-            out.add((socket.inet_ntop(family, raw), int(hex_port, 16)))
-    return out
-
-
 def test_spark_listens_on_loopback_only(base_cfg: Config, spark) -> None:  # noqa: ANN001
     """The driver's RPC and block manager (and the UI, by SPARK_LOCAL_IP) bind 127.0.0.1."""
     jvm = int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())  # noqa: SLF001
-    listening = _listening(jvm)
-    assert listening, "the Spark JVM listens on nothing?"
-    assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, listening
+    sockets = listening(jvm)
+    assert sockets, "the Spark JVM listens on nothing?"
+    assert {ip for ip, _ in sockets} <= LOOPBACK, sockets
     assert os.environ["SPARK_LOCAL_IP"] == base_cfg.spark.bind_address == "127.0.0.1"
     assert spark.conf.get("spark.ui.killEnabled") == "false"
