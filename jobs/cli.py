@@ -15,6 +15,67 @@ from jobs.logs import configure_logging
 
 logger = logging.getLogger("lakehouse")
 
+# Exceptions of these packages are expected failures: their message is the whole story.
+_KNOWN_PACKAGES = frozenset({"jobs", "generator", "bronze", "silver", "gold", "dashboard",
+                             "duckdb", "_duckdb", "kafka", "confluent_kafka"})
+DEBUG_HINT = "run with --debug for the traceback"
+
+
+class BadConfig(click.ClickException):
+    """A bad setting: one line naming the key, exit 2 (like a usage error)."""
+
+    exit_code = 2
+
+
+def one_line(text: str) -> str:
+    """A multi-line error (DuckDB's with its SQL excerpt and caret) as one line."""
+    kept = []
+    for line in str(text).splitlines():
+        if line.startswith("LINE ") and ":" in line:  # DuckDB's excerpt of the SQL: skip it
+            continue
+        line = line.strip().lstrip("^").strip()  # DuckDB's caret under the error
+        if line:
+            kept.append(line)
+    return " ".join(kept) or type(text).__name__
+
+
+class OneLineErrors(click.Group):
+    """The root group: a command's failure ends in one line on stderr and a non-zero exit.
+
+    Bad configuration exits 2, an expected failure (the project's errors, DuckDB's, Kafka's)
+    exits 1 with its message, anything else exits 1 with its type, message and the --debug
+    hint; --debug lets it raise with the traceback.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except ConfigError as exc:
+            if ctx.params.get("debug"):
+                raise
+            raise BadConfig(one_line(str(exc))) from exc
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            package = type(exc).__module__.split(".")[0]
+            if package in _KNOWN_PACKAGES:
+                raise click.ClickException(one_line(str(exc))) from exc
+            raise click.ClickException(
+                f"{type(exc).__name__}: {one_line(str(exc))} ({DEBUG_HINT})") from exc
+
+
+def require_broker(cfg: Config, timeout_s: float = 3.0) -> None:
+    """Fail at once, in one line, when nothing listens at kafka.bootstrap (no 30 s wait)."""
+    for item in cfg.kafka.bootstrap.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if broker.port_open(host.strip("[]"), int(port), timeout_s):
+            return
+    raise click.ClickException(
+        f"no Kafka broker answers at {cfg.kafka.bootstrap}: start it with `lakehouse kafka "
+        "start`, or point kafka.bootstrap (KAFKA_BOOTSTRAP) at a running one")
+
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
     out = {}
@@ -26,23 +87,27 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="Pipeline YAML (default conf/pipeline.yaml or $LAKEHOUSE_CONFIG).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set spark.shuffle_partitions=2 (repeatable).")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING… (default from config).")
+@click.option("--debug", is_flag=True,
+              help="On an unexpected failure, show the traceback instead of one line.")
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, sets: tuple[str, ...],
-        log_level: str | None) -> None:
+        log_level: str | None, debug: bool) -> None:
     """IoT streaming lakehouse: Kafka -> Spark -> Delta bronze/silver/gold -> DuckDB."""
     overrides: dict[str, object] = dict(_parse_sets(sets))
+    sources = {key: "--set" for key in overrides}
     if log_level:
         overrides["log_level"] = log_level
+        sources["log_level"] = "--log-level"
     try:
-        cfg = load_config(config_path, overrides=overrides)
+        cfg = load_config(config_path, overrides=overrides, sources=sources)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise BadConfig(str(exc)) from exc
     try:
         configure_logging(cfg.log_level, cfg.paths.logs / "lakehouse.log")
     except OSError as exc:
@@ -100,6 +165,7 @@ def topics_create(cfg: Config) -> None:
 
     from jobs.topics import create_topics
 
+    require_broker(cfg)
     try:
         counts = create_topics(cfg)
     except KafkaError as exc:
@@ -165,11 +231,12 @@ def query_cmd(cfg: Config, sql: str, fmt: str, version: int | None, as_of: str |
 
     try:
         lake = serving.open_lakehouse(cfg, version=version, as_of=as_of, tables=tables)
+        result = lake.execute(sql)  # a failure names the missing views itself, in its one line
         if lake.missing:
             logger.info("no view for: %s", lake.describe_missing())
-        click.echo(serving.FORMATS[fmt](lake.execute(sql)))
+        click.echo(serving.FORMATS[fmt](result))
     except serving.ServingError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(one_line(str(exc))) from exc
 
 
 @cli.command("history")
@@ -338,6 +405,8 @@ def generate_cmd(cfg: Config, **kwargs: object) -> None:
 
     kwargs["duration_s"] = kwargs.pop("duration")
     kwargs["interval_s"] = kwargs.pop("interval")
+    if kwargs["sink"] == "kafka":
+        require_broker(cfg)
     try:
         result = generate(cfg, GenerateOptions(**kwargs))  # type: ignore[arg-type]
     except (ValueError, OSError, RuntimeError) as exc:
@@ -376,6 +445,8 @@ def replay_cmd(cfg: Config, source: str, data_dir: Path | None, stations: str | 
     names = tuple(s.strip() for s in (stations or "").split(",") if s.strip())
     opts = ReplayOptions(source=source, data_dir=data_dir or DEFAULT_SHARED_DATA,
                          stations=names, **kwargs)  # type: ignore[arg-type]
+    if kwargs["sink"] == "kafka":
+        require_broker(cfg)
     try:
         result, stats = replay(cfg, opts)
     except (ValueError, OSError, RuntimeError) as exc:
@@ -402,6 +473,7 @@ def alerts_tail(cfg: Config, from_beginning: bool, limit: int | None, idle: floa
 
     from jobs.alerts_job import format_alert, tail_alerts
 
+    require_broker(cfg)
     for alert in tail_alerts(cfg, from_beginning=from_beginning, limit=limit, idle_s=idle):
         click.echo(json.dumps(alert, sort_keys=True) if as_json else format_alert(alert))
 
@@ -419,8 +491,11 @@ def alerts_score(cfg: Config, truth: Path, table: Path | None, strict: bool) -> 
     from jobs import tables
     from jobs.alert_score import load_alerts, read_truth, score
 
-    result = score(load_alerts(table or cfg.paths.table(tables.ALERTS)), read_truth(truth),
-                   cfg=cfg.alerts)
+    path = table or cfg.paths.table(tables.ALERTS)
+    if not (path / "_delta_log").is_dir():
+        raise click.ClickException(f"no Delta table at {path} (no _delta_log): gold/alerts is "
+                                   "written by `lakehouse run`; or give --table")
+    result = score(load_alerts(path), read_truth(truth), cfg=cfg.alerts)
     click.echo(result.describe())
     if strict and not result.perfect:
         sys.exit(1)
@@ -604,7 +679,23 @@ def _on_scratch_broker(cfg: Config, folder: Path | None, run: Callable) -> None:
 
 
 def main() -> None:
-    cli(prog_name="lakehouse")
+    """The console script: a usage error is one line too (exit 2), not click's usage block."""
+    try:
+        code = cli.main(prog_name="lakehouse", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as click does
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        click.echo(f"Error: {one_line(exc.format_message())}{where}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Error: aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
