@@ -22,6 +22,7 @@ from generator.replay import (
     replay_messages,
 )
 from generator.stream import GeneratorSpec
+from jobs import kafka_client
 from jobs.config import REPO_ROOT, Config
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,8 @@ def generate(cfg: Config, opts: GenerateOptions) -> RunResult:
 
         create_topics(cfg)
     sink = SinkSpec(kind=opts.sink, producer=opts.producer, bootstrap=cfg.kafka.bootstrap,
-                    topic=cfg.kafka.topic_in, out_dir=opts.out, port=opts.port)
+                    topic=cfg.kafka.topic_in, out_dir=opts.out, port=opts.port,
+                    client=kafka_client.settings(cfg) if opts.sink == "kafka" else None)
     logger.info(
         "generating: %d sensors every %g s from %s, %s, sink %s",
         len(spec.sensors), spec.interval_s, spec.start.isoformat(),
@@ -174,7 +176,8 @@ def replay(cfg: Config, opts: ReplayOptions) -> tuple[RunResult, ReplayStats]:
 
         create_topics(cfg)
     sink = SinkSpec(kind=opts.sink, producer=opts.producer, bootstrap=cfg.kafka.bootstrap,
-                    topic=cfg.kafka.topic_in, out_dir=opts.out, port=opts.port).open()
+                    topic=cfg.kafka.topic_in, out_dir=opts.out, port=opts.port,
+                    client=kafka_client.settings(cfg) if opts.sink == "kafka" else None).open()
     pacing = Pacing(rate=opts.rate, speedup=None if opts.rate else opts.speedup)
     result = drive(replay_messages(readings, opts.limit), sink, pacing, label="replay")
     return result, stats

@@ -14,10 +14,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from generator.sinks import ConfluentKafkaSink, FileSink, KafkaSink, Sink, SocketSink
 from generator.stream import GeneratorSpec, Message, SourceStats, generate_messages
+
+if TYPE_CHECKING:
+    from jobs.kafka_client import ClientSettings
 
 logger = logging.getLogger(__name__)
 
@@ -169,14 +172,16 @@ class SinkSpec:
     out_dir: Path | None = None
     host: str = "127.0.0.1"
     port: int = 9999
+    # Security settings of the Kafka clients (jobs.kafka_client); None: PLAINTEXT to bootstrap.
+    client: ClientSettings | None = None
 
     def open(self, worker: int | None = None) -> Sink:
         if self.kind == "kafka":
             if self.producer == "confluent":
-                return ConfluentKafkaSink(self.bootstrap, self.topic)
+                return ConfluentKafkaSink(self.bootstrap, self.topic, client=self.client)
             if self.producer != "kafka-python":
                 raise ValueError(f"unknown producer {self.producer!r}: kafka-python or confluent")
-            return KafkaSink(self.bootstrap, self.topic)
+            return KafkaSink(self.bootstrap, self.topic, client=self.client)
         if self.kind == "files":
             if self.out_dir is None:
                 raise ValueError("the files sink needs an output folder (--out)")

@@ -12,9 +12,12 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from generator.stream import Message
+
+if TYPE_CHECKING:
+    from jobs.kafka_client import ClientSettings
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +58,13 @@ class KafkaSink:
         compression: str | None = "lz4",
         idempotent: bool = True,
         max_in_flight: int = 5,
+        client: ClientSettings | None = None,
     ) -> None:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
         from kafka.partitioner.default import murmur2
+
+        from jobs.kafka_client import ClientSettings
 
         self.topic = topic
         self.delivered = 0
@@ -68,7 +74,7 @@ class KafkaSink:
         self._partition_of: dict[bytes, int] = {}
         try:
             self._producer = KafkaProducer(
-                bootstrap_servers=bootstrap,
+                **(client or ClientSettings(bootstrap=bootstrap)).python_kwargs(KafkaProducer),
                 acks="all",
                 enable_idempotence=idempotent,
                 linger_ms=linger_ms,
@@ -137,8 +143,11 @@ class ConfluentKafkaSink:
         batch_size: int = 1 << 20,
         compression: str | None = "lz4",
         idempotent: bool = True,
+        client: ClientSettings | None = None,
     ) -> None:
         from confluent_kafka import KafkaException, Producer
+
+        from jobs.kafka_client import ClientSettings
 
         self.topic = topic
         self.delivered = 0
@@ -146,7 +155,7 @@ class ConfluentKafkaSink:
         self._sent = 0
         self._first_error: str | None = None
         conf = {
-            "bootstrap.servers": bootstrap,
+            **(client or ClientSettings(bootstrap=bootstrap)).librdkafka(),
             "client.id": "lakehouse-generator",
             "acks": "all",
             "enable.idempotence": idempotent,

@@ -31,8 +31,9 @@ from pyspark.sql.streaming import StreamingQuery
 
 from gold.alerts import EARLY_COLUMN, alert_stream
 from gold.schema import ALERT_SCHEMA
-from jobs import realtime_alerts_job, tables
+from jobs import kafka_client, realtime_alerts_job, tables
 from jobs.config import Config, KafkaConfig
+from jobs.kafka_client import ClientSettings
 from jobs.silver_job import ensure_readings_table, source_readings
 from jobs.streaming import (
     ProgressJsonListener,
@@ -53,8 +54,9 @@ QUERY_NAME = "alerts"
 class AlertPublisher:
     """Kafka producer for `iot-alerts`, created on first use (key = sensor_id, JSON value)."""
 
-    def __init__(self, cfg: KafkaConfig) -> None:
+    def __init__(self, cfg: KafkaConfig, client: ClientSettings | None = None) -> None:
         self.cfg = cfg
+        self.client = client or kafka_client.settings_of(cfg)
         self._producer: Any = None
         self._lock = threading.Lock()
 
@@ -63,7 +65,7 @@ class AlertPublisher:
             from kafka import KafkaProducer
 
             self._producer = KafkaProducer(
-                bootstrap_servers=self.cfg.bootstrap, acks="all", linger_ms=5,
+                **self.client.python_kwargs(KafkaProducer), acks="all", linger_ms=5,
                 key_serializer=str.encode,
                 value_serializer=lambda v: json.dumps(v, sort_keys=True).encode(),
             )
@@ -373,7 +375,7 @@ def start_alerts(spark: SparkSession, cfg: Config, *, trigger: dict[str, Any]) -
     alerts = alert_stream(observe_produce_time(source_readings(spark, cfg)), cfg=cfg.alerts,
                           watermark=cfg.streaming.watermark,
                           early_window_s=realtime_alerts_job.early_window_s(cfg))
-    publisher = AlertPublisher(cfg.kafka)
+    publisher = AlertPublisher(cfg.kafka, kafka_client.settings(cfg))
     if "processingTime" in trigger:  # a live query: its first alerts should not wait for it
         publisher.connect_in_background()
     sink = functools.partial(write_alerts_batch, cfg=cfg, publisher=publisher)
@@ -410,7 +412,8 @@ def tail_alerts(cfg: Config, *, from_beginning: bool = False, limit: int | None 
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(
-        cfg.kafka.topic_alerts, bootstrap_servers=cfg.kafka.bootstrap, group_id=None,
+        cfg.kafka.topic_alerts, **kafka_client.settings(cfg).python_kwargs(KafkaConsumer),
+        group_id=None,
         auto_offset_reset="earliest" if from_beginning else "latest",
         consumer_timeout_ms=int(idle_s * 1000) if idle_s else float("inf"),
         value_deserializer=lambda b: json.loads(b),

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -38,8 +39,9 @@ from typing import Any
 from generator.driver import Pacing, SinkSpec, drive, run_generator
 from generator.fleet import make_fleet, write_registry_csv
 from generator.stream import GeneratorSpec, Message, generate_messages
-from jobs import broker, tables
+from jobs import broker, kafka_client, tables
 from jobs.config import Config
+from jobs.kafka_client import ClientSettings
 from jobs.registry import registry_csv
 
 logger = logging.getLogger(__name__)
@@ -153,14 +155,14 @@ class Sampler:
     """A thread sampling memory, CPU, lag and query progress about once a second."""
 
     def __init__(self, pids: dict[str, int], files_root: Path, spark: Any = None,
-                 bootstrap: str | None = None, topic: str | None = None,
+                 kafka: ClientSettings | None = None, topic: str | None = None,
                  interval_s: float = 1.0, chain: Sequence[str] = ()) -> None:
         self.pids = pids
         self.chain = tuple(chain)  # queries reading the readings: rows each has read
         self.started_at = time.monotonic()  # reset on __enter__; sample times count from it
         self.files_root = files_root
         self.spark = spark
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.topic = topic
         self.interval_s = interval_s
         self.samples: list[dict[str, Any]] = []
@@ -247,7 +249,7 @@ class Sampler:
                 offsets = q.lastProgress["sources"][0]["endOffset"]
                 offsets = json.loads(offsets) if isinstance(offsets, str) else offsets
                 out["bronze_offset"] = sum(int(v) for t in offsets.values() for v in t.values())
-        if self.bootstrap and self.topic:
+        if self.kafka and self.topic:
             end = topic_end_offset(self._kafka(), self.topic)
             out["kafka_end"] = end
             if "bronze_offset" in out:
@@ -264,7 +266,8 @@ class Sampler:
         if self._consumer is None:
             from kafka import KafkaConsumer
 
-            self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
+            assert self.kafka is not None
+            self._consumer = KafkaConsumer(**self.kafka.python_kwargs(KafkaConsumer))
         return self._consumer
 
 
@@ -311,7 +314,7 @@ def produce_backlog(cfg: Config, opts: BenchOptions) -> dict[str, float]:
     spec = fleet_spec(opts, interval_s=interval, start=start, count=opts.messages)
     write_registry_csv(spec.sensors, registry_csv(cfg))
     sink = SinkSpec(kind="kafka", producer="confluent", bootstrap=cfg.kafka.bootstrap,
-                    topic=cfg.kafka.topic_in)
+                    topic=cfg.kafka.topic_in, client=kafka_client.settings(cfg))
     result = run_generator(spec, sink, Pacing(), workers=opts.producer_workers)
     if result.errors or result.delivered != opts.messages:
         raise RuntimeError(f"backlog: {result.describe()}")
@@ -337,13 +340,25 @@ def parse_consumer_perf(text: str) -> dict[str, float]:
 
 def consumer_perf(cfg: Config, messages: int, timeout_s: float = 120.0) -> dict[str, float]:
     """Kafka's own consumer benchmark on the input topic (from the earliest offset)."""
-    cmd = broker.java_command(
-        cfg, CONSUMER_PERF,
-        "--bootstrap-server", cfg.kafka.bootstrap, "--topic", cfg.kafka.topic_in,
-        "--messages", str(messages), "--timeout", "30000",
-        "--group", f"bench-perf-{int(time.time())}", heap="512m",
-    )
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    client = kafka_client.settings(cfg)
+    secured = client.java_properties()
+    secured.pop("bootstrap.servers")
+    with tempfile.TemporaryDirectory() as tmp:
+        security: list[str] = []
+        if secured:  # the credentials in an owner-only file, not on the command line
+            props = Path(tmp) / "client.properties"
+            fd = os.open(props, os.O_WRONLY | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.writelines(f"{k}={v}\n" for k, v in secured.items())
+            security = ["--consumer.config", str(props)]
+        cmd = broker.java_command(
+            cfg, CONSUMER_PERF,
+            "--bootstrap-server", cfg.kafka.bootstrap, "--topic", cfg.kafka.topic_in,
+            "--messages", str(messages), "--timeout", "30000",
+            "--group", f"bench-perf-{int(time.time())}", *security, heap="512m",
+        )
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                              check=False)
     if done.returncode != 0:
         raise RuntimeError(f"ConsumerPerformance failed:\n{done.stdout}{done.stderr}")
     stats = parse_consumer_perf(done.stdout)
@@ -355,7 +370,7 @@ def spark_noop_read(spark: Any, cfg: Config) -> dict[str, float]:
     """Batch-read the whole topic into the no-op sink (every row materialised), timed."""
     def read() -> Any:
         return (spark.read.format("kafka")
-                .option("kafka.bootstrap.servers", cfg.kafka.bootstrap)
+                .options(**kafka_client.settings(cfg).spark_options())
                 .option("subscribe", cfg.kafka.topic_in)
                 .option("startingOffsets", "earliest").option("endingOffsets", "latest")
                 .load())
@@ -469,7 +484,7 @@ def live_pipeline(spark: Any, cfg: Config, opts: BenchOptions, tag: str,
 
     runner = threading.Thread(target=pipeline, name="bench-pipeline", daemon=True)
     chain = tuple(q for layer in opts.latency_layers for q in READINGS_QUERIES.get(layer, ()))
-    sampler = Sampler(pids or _pids(spark, cfg), lake, spark, cfg.kafka.bootstrap, topic,
+    sampler = Sampler(pids or _pids(spark, cfg), lake, spark, kafka_client.settings(cfg), topic,
                       chain=chain)
     with sampler:
         runner.start()
@@ -488,7 +503,7 @@ def produce_at(cfg: Config, opts: BenchOptions, rate: float, seconds: float) -> 
     spec = fleet_spec(opts, interval_s=opts.sensors / rate,
                       start=datetime.fromtimestamp(time.time(), UTC))
     sink = SinkSpec(kind="kafka", producer="confluent", bootstrap=cfg.kafka.bootstrap,
-                    topic=cfg.kafka.topic_in).open()
+                    topic=cfg.kafka.topic_in, client=kafka_client.settings(cfg)).open()
     return drive(probed(generate_messages(spec), opts.probe_every), sink,
                  Pacing(rate=rate, wall_duration_s=seconds), label=f"bench {rate:g}/s")
 
@@ -757,7 +772,8 @@ def alert_latency(spark: Any, cfg: Config, since_epoch_s: float) -> dict[str, An
     from kafka import KafkaConsumer
     from pyspark.sql import functions as F
 
-    consumer = KafkaConsumer(cfg.kafka.topic_alerts, bootstrap_servers=cfg.kafka.bootstrap,
+    consumer = KafkaConsumer(cfg.kafka.topic_alerts,
+                             **kafka_client.settings(cfg).python_kwargs(KafkaConsumer),
                              auto_offset_reset="earliest", enable_auto_commit=False,
                              consumer_timeout_ms=5000)
     alerts: dict[tuple[str, int], int] = {}

@@ -18,6 +18,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from bronze.schema import READING_SCHEMA
+from jobs import kafka_client
 from jobs.config import Config
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def start_reference(spark: SparkSession, cfg: Config, *, topic_in: str, topic_ou
                                      cfg.validation.humidity)
     readings = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", cfg.kafka.bootstrap)
+        .options(**kafka_client.settings(cfg).spark_options())
         .option("subscribe", topic_in).option("startingOffsets", "earliest").load()
         .select(F.from_json(F.col("value").cast("string"), READING_SCHEMA).alias("r"))
         .select("r.*")
@@ -49,7 +50,7 @@ def start_reference(spark: SparkSession, cfg: Config, *, topic_in: str, topic_ou
         .alias("value"))
     return (
         alerts.writeStream.format("kafka").queryName(QUERY_NAME)
-        .option("kafka.bootstrap.servers", cfg.kafka.bootstrap).option("topic", topic_out)
+        .options(**kafka_client.settings(cfg).spark_options()).option("topic", topic_out)
         .option("checkpointLocation", checkpoint)
         .trigger(processingTime="1 second").start()
     )
@@ -61,7 +62,7 @@ def probe_latencies(cfg: Config, *, topic_in: str, topic_out: str, probe_tempera
     from kafka import KafkaConsumer
 
     def read(topic: str) -> list[Any]:
-        consumer = KafkaConsumer(topic, bootstrap_servers=cfg.kafka.bootstrap,
+        consumer = KafkaConsumer(topic, **kafka_client.settings(cfg).python_kwargs(KafkaConsumer),
                                  auto_offset_reset="earliest", enable_auto_commit=False,
                                  consumer_timeout_ms=5000)
         try:
@@ -91,7 +92,7 @@ def wait_for_alerts(cfg: Config, topic_out: str, expected: int, timeout_s: float
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap)
+    consumer = KafkaConsumer(**kafka_client.settings(cfg).python_kwargs(KafkaConsumer))
     try:
         parts = [TopicPartition(topic_out, p)
                  for p in consumer.partitions_for_topic(topic_out) or ()]

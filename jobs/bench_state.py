@@ -20,7 +20,7 @@ from pathlib import Path
 from generator.events import EVENT_KINDS
 from generator.fleet import make_fleet
 from generator.stream import GeneratorSpec, generate_messages
-from jobs import broker
+from jobs import broker, kafka_client
 from jobs.config import Config
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ def _chunks(spec: GeneratorSpec, chunk: timedelta) -> Iterator[tuple[datetime, l
 def _produce(cfg: Config, values: list[bytes]) -> None:
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=cfg.kafka.bootstrap, acks="all", linger_ms=20)
+    producer = KafkaProducer(**kafka_client.settings(cfg).python_kwargs(KafkaProducer),
+                             acks="all", linger_ms=20)
     try:
         for value in values:
             producer.send(cfg.kafka.topic_in, value)

@@ -2,14 +2,21 @@
 
 The broker runs from the jars Maven resolved into ``.deps/broker``. Its storage is formatted
 on first start under ``<data_dir>/kafka``; it logs to ``<data_dir>/logs/kafka``; its pid is
-kept in ``<data_dir>/run/kafka.pid``.
+kept in ``<data_dir>/run/kafka.pid``. The client listener binds kafka.broker.bind_address
+(127.0.0.1 unless set otherwise) and the KRaft controller 127.0.0.1.
+
+Secure (kafka.broker.secure, ``kafka start --secure``): the client listener is SASL_SSL with
+SCRAM-SHA-512. A self-signed certificate (Java keytool) and the SCRAM credentials, created
+when the storage is formatted, live under ``<data_dir>/kafka/secure`` (owner only).
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,17 +27,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from jobs import jvm_archive
+from jobs import jvm_archive, kafka_client
 from jobs.config import REPO_ROOT, Config
+from jobs.kafka_client import ClientSettings
 
 logger = logging.getLogger(__name__)
 
 SERVER_TEMPLATE = REPO_ROOT / "conf" / "kafka" / "server.properties"
+SECURE_TEMPLATE = REPO_ROOT / "conf" / "kafka" / "server-secure.properties"
+BROKER_USER = "lakehouse-broker"
+SCRAM_MARKER = "scram-users"
 LOG4J_CONFIG = REPO_ROOT / "conf" / "kafka" / "log4j2.properties"
 
 
 class BrokerError(RuntimeError):
     """The broker could not be started, reached or stopped; the message says why and what to do."""
+
+
+class BrokerAuthError(BrokerError):
+    """The broker answers but refuses this client's credentials or TLS handshake."""
 
 
 @dataclass(frozen=True)
@@ -113,38 +128,217 @@ def free_port_pair(host: str = "127.0.0.1") -> int:
     raise BrokerError(f"no free pair of ports on {host}")
 
 
-def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """True when a Kafka metadata request succeeds (not merely a TCP connect)."""
+def broker_answers(client: ClientSettings | str, timeout_s: float = 5.0) -> bool:
+    """True when a Kafka metadata request succeeds (not merely a TCP connect).
+
+    Raises BrokerAuthError when the broker refuses the client's credentials: waiting longer
+    would not help.
+    """
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    if isinstance(client, str):
+        client = ClientSettings(bootstrap=client)
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
+            **client.python_kwargs(KafkaAdminClient),
             request_timeout_ms=int(timeout_s * 1000),
         )
-    except (KafkaError, OSError, ValueError):
+    except (KafkaError, OSError, ValueError) as exc:
+        _raise_if_refused(client, exc)
         return False
     try:
         admin.list_topics()
         return True
-    except (KafkaError, OSError):
+    except (KafkaError, OSError) as exc:
+        _raise_if_refused(client, exc)
         return False
     finally:
         admin.close()
 
 
+def _raise_if_refused(client: ClientSettings, exc: BaseException) -> None:
+    """A refusal of credentials or of TLS as BrokerAuthError, in one line."""
+    from kafka.errors import AuthenticationFailedError, SaslAuthenticationFailedError
+
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and len(chain) < 5:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    reason = next((str(e) for e in chain if isinstance(
+        e, (SaslAuthenticationFailedError, AuthenticationFailedError))), None)
+    if reason is None and client.security_protocol != "PLAINTEXT":
+        reason = kafka_client.refusal(client, 5.0)
+    if reason is not None:
+        raise BrokerAuthError(refused_message(client, reason)) from exc
+
+
+def refused_message(client: ClientSettings, reason: str) -> str:
+    """One line: who was refused where, why, and which settings to fix."""
+    if "SSL" in reason or "certificate" in reason.lower():
+        return (f"TLS to Kafka at {client.describe()} failed: {reason}. Fix: "
+                "kafka.client.ssl_ca_file (the brokers' CA certificate) or kafka.bootstrap's "
+                "host name")
+    return (f"Kafka at {client.describe()} refused the credentials: {reason}. Fix: the "
+            "password (KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE), kafka.client.username "
+            "and kafka.client.sasl_mechanism")
+
+
+def check_access(client: ClientSettings, timeout_s: float = 10.0) -> None:
+    """Raise BrokerAuthError at once when the cluster refuses a secured client (PLAINTEXT:
+    nothing to check, nothing done)."""
+    if client.security_protocol == "PLAINTEXT":
+        return
+    reason = kafka_client.refusal(client, timeout_s)
+    if reason is not None:
+        raise BrokerAuthError(refused_message(client, reason))
+
+
+def _url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def bind_warning(cfg: Config) -> str | None:
+    """What `kafka start` says when the client listener is not on loopback."""
+    bind = ipaddress.ip_address(cfg.kafka.broker.bind_address)
+    if bind.is_loopback:
+        return None
+    auth = "SASL_SSL, SCRAM-SHA-512" if cfg.kafka.broker.secure else \
+        "PLAINTEXT: no authentication, no encryption"
+    return (f"kafka.broker.bind_address is {bind}: the broker accepts connections from the "
+            f"network on port {cfg.kafka.port} ({auth})")
+
+
+def _check_bind(cfg: Config) -> None:
+    """A loopback listener advertised under a network name would never answer its clients."""
+    if not ipaddress.ip_address(cfg.kafka.broker.bind_address).is_loopback:
+        return
+    try:
+        infos = socket.getaddrinfo(cfg.kafka.host, cfg.kafka.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise BrokerError(f"kafka.bootstrap host {cfg.kafka.host!r} does not resolve: "
+                          f"{exc.strerror or exc}") from exc
+    addresses = {info[4][0] for info in infos}
+    if not any(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+        raise BrokerError(
+            f"kafka.bootstrap names {cfg.kafka.host} ({', '.join(sorted(addresses))}), but the "
+            f"broker binds {cfg.kafka.broker.bind_address} (kafka.broker.bind_address). To "
+            "serve the network set --set kafka.broker.bind_address=ADDRESS explicitly; for "
+            f"this machine only use kafka.bootstrap=127.0.0.1:{cfg.kafka.port}")
+
+
+def _secret_file(path: Path, value: str | None = None) -> str:
+    """The secret in ``path``, written (owner-only) with ``value`` or a fresh one if absent."""
+    if path.exists() and value is None:
+        return path.read_text().strip()
+    value = value or secrets.token_urlsafe(24)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def ensure_certificate(cfg: Config) -> Path:
+    """The broker's TLS keystore, a self-signed certificate made once with keytool.
+
+    Its names: the bootstrap host, the bind address, 127.0.0.1 and localhost. Returns the CA
+    file clients trust (the certificate itself, PEM).
+    """
+    folder = kafka_client.secure_dir(cfg).resolve()
+    keystore, ca = folder / "broker.p12", folder / kafka_client.CA_FILE
+    if keystore.exists() and ca.exists():
+        return ca
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    password_file = folder / "keystore.password"
+    _secret_file(password_file)
+    names = {"ip:127.0.0.1", "dns:localhost"}
+    for host in (cfg.kafka.host, cfg.kafka.broker.bind_address):
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            names.add(f"dns:{host}")
+            continue
+        if not addr.is_unspecified:
+            names.add(f"ip:{addr}")
+    keystore.unlink(missing_ok=True)
+    pass_opts = ["-storepass:file", str(password_file)]
+    steps = [
+        ["keytool", "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
+         "-validity", "3650", "-dname", "CN=lakehouse-kafka", "-ext",
+         "SAN=" + ",".join(sorted(names)), "-keystore", str(keystore), "-storetype", "PKCS12",
+         *pass_opts, "-keypass:file", str(password_file)],
+        ["keytool", "-exportcert", "-rfc", "-alias", "broker", "-keystore", str(keystore),
+         "-storetype", "PKCS12", *pass_opts, "-file", str(ca)],
+    ]
+    for cmd in steps:
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        except FileNotFoundError as exc:
+            raise BrokerError("keytool not found: the secure broker needs the JDK's keytool "
+                              "on PATH") from exc
+        if result.returncode != 0:
+            raise BrokerError(f"keytool failed ({' '.join(cmd[:2])}): "
+                              f"{(result.stdout + result.stderr).strip()}")
+    os.chmod(keystore, 0o600)
+    logger.info("TLS certificate for %s generated: %s (clients trust this file)",
+                ", ".join(sorted(names)), ca)
+    return ca
+
+
+def client_password(cfg: Config) -> tuple[str, Path | None]:
+    """The SCRAM password of the client user: from the environment (KAFKA_SASL_PASSWORD,
+    KAFKA_SASL_PASSWORD_FILE), else one generated once into the secure folder (its path)."""
+    c = cfg.kafka.client
+    if c.password:
+        return c.password, None
+    if c.password_file:
+        return kafka_client.settings(cfg).password or "", c.password_file
+    path = kafka_client.secure_dir(cfg) / kafka_client.CLIENT_PASSWORD_FILE
+    existed = path.exists()
+    password = _secret_file(path)
+    if not existed:
+        logger.warning("no KAFKA_SASL_PASSWORD given: generated the password of Kafka user %s "
+                       "into %s (owner-only); clients elsewhere: "
+                       "KAFKA_SASL_PASSWORD_FILE=%s", _client_user(cfg), path.resolve(),
+                       path.resolve())
+    return password, path
+
+
+def _client_user(cfg: Config) -> str:
+    return cfg.kafka.client.username or kafka_client.SECURE_USER
+
+
 def write_server_properties(cfg: Config) -> Path:
     storage = cfg.paths.kafka_storage.resolve()
+    secure = cfg.kafka.broker.secure
     text = Template(SERVER_TEMPLATE.read_text()).substitute(
-        host=cfg.kafka.host,
+        listener="SASL_SSL" if secure else "PLAINTEXT",
+        bind=_url_host(cfg.kafka.broker.bind_address),
+        advertised_host=_url_host(cfg.kafka.host),
         port=cfg.kafka.port,
         controller_port=cfg.kafka.controller_port,
         log_dirs=storage / "data",
     )
     path = storage / "server.properties"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    if secure:
+        folder = kafka_client.secure_dir(cfg).resolve()
+        ca = ensure_certificate(cfg)
+        text += "\n" + Template(SECURE_TEMPLATE.read_text()).substitute(
+            broker_user=BROKER_USER,
+            broker_password=_secret_file(folder / "broker-user.password"),
+            keystore=folder / "broker.p12",
+            keystore_password=_secret_file(folder / "keystore.password"),
+            ca_file=ca,
+        )
+    # It holds the keystore and inter-broker passwords when secure: owner only.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
     return path
 
 
@@ -178,15 +372,43 @@ def _cluster_id() -> str:
 
 
 def format_storage(cfg: Config, props: Path) -> None:
-    """Format KRaft storage once; a formatted folder (meta.properties) is left as it is."""
+    """Format KRaft storage once; a formatted folder (meta.properties) is left as it is.
+
+    Secure: the SCRAM-SHA-512 credentials of the client user and the broker's own user are
+    created here (KRaft keeps them in its metadata log from the first record on).
+    """
+    marker = kafka_client.secure_dir(cfg) / SCRAM_MARKER
     if (cfg.paths.kafka_storage / "data" / "meta.properties").exists():
+        if cfg.kafka.broker.secure and not marker.exists():
+            raise BrokerError(
+                f"the Kafka storage under {cfg.paths.kafka_storage} was formatted without "
+                "SCRAM credentials (a broker started without --secure). Fix: stop it, move "
+                f"{cfg.paths.kafka_storage} aside (its topics go with it) and start with "
+                "--secure again")
         return
     logger.info("formatting Kafka storage under %s", cfg.paths.kafka_storage)
-    cmd = java_command(cfg, "kafka.tools.StorageTool", "format", "-t", _cluster_id(),
-                       "-c", str(props))
+    args = ["format", "-t", _cluster_id(), "-c", str(props)]
+    if cfg.kafka.broker.secure:
+        password, _ = client_password(cfg)
+        broker_password = _secret_file(kafka_client.secure_dir(cfg) / "broker-user.password")
+        for user, secret in ((_client_user(cfg), password), (BROKER_USER, broker_password)):
+            if any(ch in secret for ch in '"\\') or any(ch in user for ch in '"=,[]'):
+                raise BrokerError(f"the SCRAM user {user!r} or its password holds a quote, "
+                                  "backslash or bracket, which `kafka-storage format "
+                                  "--add-scram` cannot take; choose another")
+            args += ["--add-scram", f'{kafka_client.SECURE_MECHANISM}=[name={user},'
+                                    f'password="{secret}"]']
+    cmd = java_command(cfg, "kafka.tools.StorageTool", *args)
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise BrokerError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+        out = result.stdout + result.stderr
+        if cfg.kafka.broker.secure:
+            out = out.replace(password, kafka_client.REDACTED)
+        raise BrokerError(f"formatting Kafka storage failed:\n{out}")
+    if cfg.kafka.broker.secure:
+        _secret_file(marker, f"{_client_user(cfg)} {BROKER_USER}")
+        logger.info("SCRAM-SHA-512 credentials created for Kafka users %s and %s",
+                    _client_user(cfg), BROKER_USER)
 
 
 def start(cfg: Config, *, jvm_options: Sequence[str] = ()) -> BrokerStatus:
@@ -197,8 +419,12 @@ def start(cfg: Config, *, jvm_options: Sequence[str] = ()) -> BrokerStatus:
             _wait_until_up(cfg, current.pid)
         logger.info("Kafka already running (pid %s) on %s", current.pid, cfg.kafka.bootstrap)
         return status(cfg)
+    _check_bind(cfg)
+    warning = bind_warning(cfg)
+    if warning:
+        logger.warning("%s; an explicit setting", warning)
     if port_open(cfg.kafka.host, cfg.kafka.port) or port_open(
-        cfg.kafka.host, cfg.kafka.controller_port
+        "127.0.0.1", cfg.kafka.controller_port
     ):
         raise BrokerError(
             f"{cfg.kafka.host}:{cfg.kafka.port} (or controller port {cfg.kafka.controller_port}) "
@@ -217,20 +443,22 @@ def start(cfg: Config, *, jvm_options: Sequence[str] = ()) -> BrokerStatus:
     )
     out.close()
     _pid_file(cfg).write_text(str(proc.pid))
-    logger.info("Kafka starting (pid %s) on %s, logs in %s", proc.pid, cfg.kafka.bootstrap, log_dir)
+    logger.info("Kafka starting (pid %s) on %s (bound to %s), logs in %s", proc.pid,
+                cfg.kafka.bootstrap, cfg.kafka.broker.bind_address, log_dir)
     _wait_until_up(cfg, proc.pid, proc)
-    logger.info("Kafka up on %s", cfg.kafka.bootstrap)
+    logger.info("Kafka up on %s", kafka_client.settings(cfg).describe())
     return status(cfg)
 
 
 def _wait_until_up(cfg: Config, pid: int | None, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + cfg.kafka.broker.start_timeout_s
+    client = kafka_client.settings(cfg)
     while time.monotonic() < deadline:
         exited = proc.poll() is not None if proc is not None else not (pid and _alive(pid))
         if exited:
             _pid_file(cfg).unlink(missing_ok=True)
             raise BrokerError(f"Kafka exited during start-up; last log lines:\n{_tail(cfg)}")
-        if port_open(cfg.kafka.host, cfg.kafka.port) and broker_answers(cfg.kafka.bootstrap, 3):
+        if port_open(cfg.kafka.host, cfg.kafka.port) and broker_answers(client, 3):
             return
         time.sleep(0.5)
     raise BrokerError(
@@ -276,6 +504,7 @@ def stop(cfg: Config, *, hard: bool = False) -> bool:
 
 def status(cfg: Config) -> BrokerStatus:
     pid = _read_pid(cfg)
-    reachable = port_open(cfg.kafka.host, cfg.kafka.port) and broker_answers(cfg.kafka.bootstrap, 3)
+    reachable = port_open(cfg.kafka.host, cfg.kafka.port) and broker_answers(
+        kafka_client.settings(cfg), 3)
     return BrokerStatus(pid=pid, running=pid is not None, reachable=reachable,
                         bootstrap=cfg.kafka.bootstrap)

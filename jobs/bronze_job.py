@@ -18,6 +18,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from bronze.schema import BRONZE_SCHEMA
 from bronze.transform import from_kafka, from_lines
+from jobs import kafka_client
 from jobs.config import Config
 from jobs.streaming import (
     checkpoint_query_id,
@@ -41,7 +42,7 @@ def kafka_source(spark: SparkSession, cfg: Config, *, rate_limit: bool = True) -
     """
     reader = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", cfg.kafka.bootstrap)
+        .options(**kafka_client.settings(cfg).spark_options())
         .option("subscribe", cfg.kafka.topic_in)
         .option("startingOffsets", cfg.streaming.starting_offsets)
     )

@@ -26,6 +26,7 @@ from typing import IO
 from pyspark.sql import DataFrame, SparkSession
 
 from gold import aggregates as agg
+from jobs import kafka_client
 from jobs.config import Config
 from jobs.tables import (
     ALERT_COUNTS_5M,
@@ -116,7 +117,7 @@ def produce(cfg: Config, *, messages: int, sensors: int, seed: int) -> list:
     from generator.sinks import KafkaSink
 
     sent = chaos_messages(messages=messages, sensors=sensors, seed=seed)
-    sink = KafkaSink(cfg.kafka.bootstrap, cfg.kafka.topic_in)
+    sink = KafkaSink(cfg.kafka.bootstrap, cfg.kafka.topic_in, client=kafka_client.settings(cfg))
     try:
         for m in sent:
             sink.send(m)
@@ -255,7 +256,8 @@ def _alert_ids_on_kafka(cfg: Config) -> Counter:
 
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap, enable_auto_commit=False,
+    consumer = KafkaConsumer(**kafka_client.settings(cfg).python_kwargs(KafkaConsumer),
+                             enable_auto_commit=False,
                              consumer_timeout_ms=5000)
     parts = consumer.partitions_for_topic(cfg.kafka.topic_alerts) or set()
     tps = [TopicPartition(cfg.kafka.topic_alerts, p) for p in parts]
@@ -319,7 +321,8 @@ def run_broker_loss(cfg: Config, *, messages: int, sensors: int, seed: int, rate
     outcome: dict[str, RunResult] = {}
 
     def generate(batch: list, pacing: Pacing) -> None:
-        sink = KafkaSink(cfg.kafka.bootstrap, cfg.kafka.topic_in)
+        sink = KafkaSink(cfg.kafka.bootstrap, cfg.kafka.topic_in,
+                         client=kafka_client.settings(cfg))
         outcome["result"] = drive(iter(batch), sink, pacing, label="generator")
 
     generate(sent[:warm], Pacing())

@@ -100,6 +100,10 @@ def cli(ctx: click.Context, config_path: Path | None, sets: tuple[str, ...],
         log_level: str | None, debug: bool) -> None:
     """IoT streaming lakehouse: Kafka -> Spark -> Delta bronze/silver/gold -> DuckDB."""
     overrides: dict[str, object] = dict(_parse_sets(sets))
+    if "kafka.client.password" in overrides:
+        raise click.BadParameter("a password on the command line is visible to every user of "
+                                 "the machine: set KAFKA_SASL_PASSWORD or "
+                                 "KAFKA_SASL_PASSWORD_FILE instead", param_hint="--set")
     sources = {key: "--set" for key in overrides}
     if log_level:
         overrides["log_level"] = log_level
@@ -124,14 +128,28 @@ def kafka() -> None:
 
 
 @kafka.command("start")
+@click.option("--secure", is_flag=True,
+              help="SASL_SSL with SCRAM-SHA-512 and a generated TLS certificate "
+                   "(= kafka.broker.secure; KAFKA_SECURE=1).")
 @click.pass_obj
-def kafka_start(cfg: Config) -> None:
+def kafka_start(cfg: Config, secure: bool) -> None:
     """Start the broker and wait until it answers."""
+    from jobs import kafka_client
+
+    if secure:
+        cfg = cfg.with_overrides({"kafka.broker.secure": True})
     try:
         st = broker.start(cfg)
-    except broker.BrokerError as exc:
+        client = kafka_client.settings(cfg)
+    except (broker.BrokerError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(st.describe())
+    if cfg.kafka.broker.secure:
+        folder = kafka_client.secure_dir(cfg).resolve()
+        click.echo(f"secure: {client.describe()}; CA certificate {client.ssl_ca_file}")
+        click.echo("  every lakehouse command: KAFKA_SECURE=1 (or --set kafka.broker.secure=true)"
+                   + ("" if cfg.kafka.client.password or cfg.kafka.client.password_file else
+                      f"; password in {folder / kafka_client.CLIENT_PASSWORD_FILE}"))
 
 
 @kafka.command("stop")
@@ -146,7 +164,10 @@ def kafka_stop(cfg: Config) -> None:
 @click.pass_obj
 def kafka_status(cfg: Config) -> None:
     """Say whether the broker runs and answers; exit 1 when it does not."""
-    st = broker.status(cfg)
+    try:
+        st = broker.status(cfg)
+    except (broker.BrokerError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(st.describe())
     if not st.reachable:
         sys.exit(1)
@@ -168,6 +189,8 @@ def topics_create(cfg: Config) -> None:
     require_broker(cfg)
     try:
         counts = create_topics(cfg)
+    except (broker.BrokerError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from exc
     except KafkaError as exc:
         raise click.ClickException(
             f"cannot create topics on {cfg.kafka.bootstrap}: {exc!r}. Is the broker up? "

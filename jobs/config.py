@@ -257,6 +257,65 @@ class BrokerConfig:
                                          metadata={"form": "jvm_option"})
     start_timeout_s: float = field(default=60.0, metadata={"gt": 0})
     stop_timeout_s: float = field(default=30.0, metadata={"gt": 0})
+    # The client listener binds here (the KRaft controller always binds 127.0.0.1; clients are
+    # told kafka.bootstrap's host): loopback unless set otherwise, explicitly.
+    bind_address: str = "127.0.0.1"
+    # SASL_SSL (SCRAM-SHA-512) with a certificate generated on first start (`kafka start
+    # --secure`); clients with no kafka.client.security_protocol then use its credentials.
+    secure: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.ip_address(self.bind_address)
+        except ValueError as exc:
+            raise ConfigError(f"kafka.broker.bind_address: {self.bind_address!r} is not an IP "
+                              "address (say e.g. 127.0.0.1)") from exc
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# Client property names whose values are credentials: never in the YAML, never logged.
+SECRET_PROPERTY = re.compile(r"(?i)password|secret|jaas|token|\.key$")
+
+
+@dataclass(frozen=True)
+class KafkaClientConfig:
+    """How every Kafka client connects (translated per client by `jobs.kafka_client`).
+
+    ``security_protocol`` unset: PLAINTEXT, or the project's secure broker's SASL_SSL when
+    kafka.broker.secure. The password comes from KAFKA_SASL_PASSWORD or the file named by
+    KAFKA_SASL_PASSWORD_FILE, never from the YAML. ``properties`` reach every client verbatim
+    (Java and librdkafka names; kafka-python gets them with dots as underscores).
+    """
+
+    security_protocol: str | None = None  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str | None = None     # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    password_file: Path | None = None
+    ssl_ca_file: Path | None = None       # PEM certificate(s) the broker's must chain to
+    ssl_cert_file: Path | None = None     # PEM client certificate (mutual TLS), key included
+    ssl_key_file: Path | None = None      # PEM client key, if not in ssl_cert_file
+    ssl_check_hostname: bool = True
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.security_protocol is not None and \
+                self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(f"kafka.client.security_protocol: {self.security_protocol!r} is "
+                              f"not one of {', '.join(SECURITY_PROTOCOLS)}")
+        if self.sasl_mechanism is not None and self.sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(f"kafka.client.sasl_mechanism: {self.sasl_mechanism!r} is not "
+                              f"one of {', '.join(SASL_MECHANISMS)}")
+
+    def __repr__(self) -> str:
+        props = {k: "***" if SECRET_PROPERTY.search(k) else v for k, v in self.properties.items()}
+        return (f"KafkaClientConfig(security_protocol={self.security_protocol!r}, "
+                f"sasl_mechanism={self.sasl_mechanism!r}, username={self.username!r}, "
+                f"password={'***' if self.password else None}, "
+                f"password_file={self.password_file!r}, ssl_ca_file={self.ssl_ca_file!r}, "
+                f"ssl_cert_file={self.ssl_cert_file!r}, ssl_key_file={self.ssl_key_file!r}, "
+                f"ssl_check_hostname={self.ssl_check_hostname!r}, properties={props!r})")
 
 
 @dataclass(frozen=True)
@@ -267,6 +326,7 @@ class KafkaConfig:
     partitions_in: int = field(default=6, metadata={"ge": 1})
     partitions_alerts: int = field(default=3, metadata={"ge": 1})
     broker: BrokerConfig = field(default_factory=BrokerConfig)
+    client: KafkaClientConfig = field(default_factory=KafkaClientConfig)
 
     @property
     def host(self) -> str:
@@ -595,6 +655,9 @@ ENV_OVERRIDES: dict[str, str] = {
     "LAKEHOUSE_CHECKPOINTS": "paths.checkpoint_root",
     "LAKEHOUSE_DEPS": "paths.deps_dir",
     "KAFKA_BOOTSTRAP": "kafka.bootstrap",
+    "KAFKA_SECURE": "kafka.broker.secure",
+    "KAFKA_SASL_PASSWORD": "kafka.client.password",
+    "KAFKA_SASL_PASSWORD_FILE": "kafka.client.password_file",
     "LAKEHOUSE_TOPIC_IN": "kafka.topic_in",
     "LAKEHOUSE_TOPIC_ALERTS": "kafka.topic_alerts",
     "SPARK_MASTER": "spark.master",
@@ -630,6 +693,7 @@ def load_config(
         raise ConfigError(f"config file {path} is not valid YAML: {detail}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    _refuse_kafka_secrets(raw, path)
     from_env = {key: env[var] for var, key in ENV_OVERRIDES.items() if env.get(var)}
     merged = _merge(_merge(raw, _nest(from_env)), _nest(overrides or {}))
     try:
@@ -655,6 +719,25 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def _refuse_kafka_secrets(raw: Mapping[str, Any], path: Path) -> None:
+    """A Kafka credential in the (versioned) config file is refused, naming the way instead."""
+    kafka = raw.get("kafka")
+    client = kafka.get("client") if isinstance(kafka, Mapping) else None
+    if not isinstance(client, Mapping):
+        return
+    if client.get("password") is not None:
+        raise ConfigError(f"{path}: kafka.client.password must not be in the config file; set "
+                          "KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE (a file outside "
+                          "the repository) instead")
+    props = client.get("properties")
+    secret = sorted(k for k in props if SECRET_PROPERTY.search(str(k))) \
+        if isinstance(props, Mapping) else []
+    if secret:
+        raise ConfigError(f"{path}: kafka.client.properties {secret} hold credentials and must "
+                          "not be in the config file; use kafka.client.username with "
+                          "KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE instead")
 
 
 T = TypeVar("T")

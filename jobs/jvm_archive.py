@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from generator.stream import GeneratorSpec
+from jobs import kafka_client
 from jobs.config import Config, load_config
 from jobs.logs import configure_logging
 
@@ -88,7 +89,9 @@ def train(cfg: Config, out_dir: Path) -> None:
             write_registry_csv(spec.sensors, registry_csv(run_cfg))
             sent = run_generator(spec, SinkSpec(kind="kafka", producer="confluent",
                                                 bootstrap=run_cfg.kafka.bootstrap,
-                                                topic=run_cfg.kafka.topic_in), Pacing())
+                                                topic=run_cfg.kafka.topic_in,
+                                                client=kafka_client.settings(run_cfg)),
+                                 Pacing())
             logger.info("class archive training input: %s", sent.describe())
             spark = build_spark(run_cfg, extra_java_options=dump_options(out_dir / SPARK_DRIVER))
             # PySpark's launcher process (spark-submit, whose child is the JVM): the JVM exits

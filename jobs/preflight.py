@@ -31,7 +31,7 @@ from pathlib import Path
 
 import duckdb
 
-from jobs import broker
+from jobs import broker, kafka_client
 from jobs.config import Config
 from jobs.tables import BRONZE_RAW, QUARANTINE
 
@@ -83,7 +83,7 @@ def await_broker(cfg: Config, layers: Sequence[str], wait_s: float) -> Config:
     while True:
         try:
             check_broker(cfg, layers, timeout_s=2.0)
-            admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap,
+            admin = KafkaAdminClient(**kafka_client.settings(cfg).python_kwargs(KafkaAdminClient),
                                      request_timeout_ms=5_000)
             try:
                 missing = sorted(topics - set(admin.list_topics()))
@@ -149,9 +149,12 @@ def check_broker(cfg: Config, layers: Sequence[str], timeout_s: float = 5.0) -> 
     if not needs:
         return
     k = cfg.kafka
-    if broker.port_open(k.host, k.port, timeout=min(2.0, timeout_s)) and broker.broker_answers(
-            k.bootstrap, timeout_s):
-        return
+    try:
+        if broker.port_open(k.host, k.port, timeout=min(2.0, timeout_s)) and \
+                broker.broker_answers(kafka_client.settings(cfg), timeout_s):
+            return
+    except broker.BrokerAuthError as exc:
+        raise PreflightError(str(exc)) from exc
     raise PreflightError(
         f"Kafka broker not reachable at {k.bootstrap} ({'; '.join(needs)}). Fix: start it with "
         "`lakehouse kafka start`, or point the pipeline at a running broker with "

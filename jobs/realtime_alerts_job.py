@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from gold.alerts import published_early, static_alert_rows
+from jobs import kafka_client
 from jobs.config import Config
 from jobs.silver_job import source_readings
 from jobs.streaming import observe_produce_time
@@ -90,7 +91,7 @@ def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> list[StreamingQ
     query = (
         records.writeStream.format("kafka").queryName(QUERY_NAME)
         .outputMode("update")
-        .option("kafka.bootstrap.servers", cfg.kafka.bootstrap)
+        .options(**kafka_client.settings(cfg).spark_options())
         .option("topic", cfg.kafka.topic_alerts)
         .option("checkpointLocation", str(cfg.paths.checkpoint(QUERY_NAME)))
         .trigger(**trigger)

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jobs import broker
+from jobs import broker, kafka_client
 from jobs.config import Config
 from jobs.tables import VIEWS
 
@@ -147,7 +147,8 @@ def committed_offsets(checkpoint: Path, topic: str) -> tuple[int | None, dict[in
 def end_offsets(cfg: Config, topic: str) -> dict[int, int]:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap, request_timeout_ms=10_000,
+    consumer = KafkaConsumer(**kafka_client.settings(cfg).python_kwargs(KafkaConsumer),
+                             request_timeout_ms=10_000,
                              enable_auto_commit=False)
     try:
         parts = consumer.partitions_for_topic(topic)

@@ -9,6 +9,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewPartitions, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from jobs import kafka_client
 from jobs.config import Config
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,11 @@ def create_topics(cfg: Config, topics: dict[str, int] | None = None, *,
     afterwards. Running it twice changes nothing.
     """
     topics = topics or wanted_topics(cfg)
-    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap, request_timeout_ms=30_000)
+    from jobs.broker import check_access
+
+    check_access(kafka_client.settings(cfg))
+    admin = KafkaAdminClient(**kafka_client.settings(cfg).python_kwargs(KafkaAdminClient),
+                             request_timeout_ms=30_000)
     try:
         for name, partitions in topics.items():
             try:
