@@ -159,15 +159,15 @@ def broker_answers(client: ClientSettings | str, timeout_s: float = 5.0) -> bool
 
 def _raise_if_refused(client: ClientSettings, exc: BaseException) -> None:
     """A refusal of credentials or of TLS as BrokerAuthError, in one line."""
-    from kafka.errors import AuthenticationFailedError, SaslAuthenticationFailedError
+    from kafka.errors import SaslAuthenticationFailedError
 
     chain: list[BaseException] = []
     e: BaseException | None = exc
     while e is not None and len(chain) < 5:
         chain.append(e)
         e = e.__cause__ or e.__context__
-    reason = next((str(e) for e in chain if isinstance(
-        e, (SaslAuthenticationFailedError, AuthenticationFailedError))), None)
+    reason = next((str(e) for e in chain if isinstance(e, SaslAuthenticationFailedError)),
+                  None)
     if reason is None and client.security_protocol != "PLAINTEXT":
         reason = kafka_client.refusal(client, 5.0)
     if reason is not None:
