@@ -277,9 +277,13 @@ def test_pipeline_runs_against_the_secure_broker(secure_cfg: Config, spark,  # n
             "--set", f"kafka.topic_alerts={cfg.kafka.topic_alerts}"]
     made = _cli(cfg, *sets, "topics", "create", env={"KAFKA_SECURE": "1"})
     assert made.returncode == 0, made.stderr
-    sent = _cli(cfg, *sets, "generate", "--sensors", "20", "--count", "300", "--rate", "5000",
-                "--events", "heat_spike=0.05", env={"KAFKA_SECURE": "1"})
+    # 100 minutes of event time (an event needs 30 to fit before the stream ends): the seeded
+    # fleet has three heat spikes, 53 readings above 30 °C.
+    sent = _cli(cfg, *sets, "generate", "--sensors", "3", "--count", "300", "--interval", "30",
+                "--rate", "5000", "--events", "heat_spike=0.1", "--first-event-after", "0",
+                env={"KAFKA_SECURE": "1"})
     assert sent.returncode == 0, sent.stderr
+    assert "heat_spike 3" in sent.stdout + sent.stderr
 
     rows = run_once(spark, cfg, ["bronze", "silver", "gold"])
     assert rows["bronze"] == 300, rows
