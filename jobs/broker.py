@@ -143,6 +143,9 @@ def broker_answers(client: ClientSettings | str, timeout_s: float = 5.0) -> bool
         admin = KafkaAdminClient(
             **client.python_kwargs(KafkaAdminClient),
             request_timeout_ms=int(timeout_s * 1000),
+            # kafka-python waits 30 s to bootstrap by default, e.g. a PLAINTEXT client at a
+            # SASL_SSL port: a health check answers within its own timeout instead.
+            bootstrap_timeout_ms=int(timeout_s * 1000),
         )
     except (KafkaError, OSError, ValueError) as exc:
         _raise_if_refused(client, exc)
