@@ -96,14 +96,17 @@ def _lakehouse(cfg: Config, *args: str) -> list[str]:
 def chaos_messages(*, messages: int, sensors: int, seed: int) -> list:
     """A seeded fleet stream with faults and events, its event time ending about now.
 
-    Produced at once, its last ten minutes of readings are fresh (produced within the
-    watermark of their event time): the real-time query publishes their static alerts, and
-    the stateful query the rest, so both alert paths run through the crash.
+    A reading a minute per sensor, so the stream spans hours of event time and the injected
+    events (heat spikes, humidity surges: static thresholds) fit in it: the alerts must come
+    from real conditions, not from noise (the production profile raises none on a healthy
+    fleet). Produced at once, only its last ten minutes of readings are fresh (produced within
+    the watermark of their event time); the alerts of older readings are published by the
+    stateful query.
     """
     from generator.fleet import make_fleet
     from generator.stream import GeneratorSpec, generate_messages
 
-    interval_s = 10.0
+    interval_s = 60.0
     span = timedelta(seconds=messages / sensors * interval_s)
     start = (datetime.now(UTC) - span).replace(microsecond=0)
     spec = GeneratorSpec(sensors=tuple(make_fleet(sensors, seed=seed)), seed=seed,
