@@ -139,6 +139,14 @@ def _utc_time(value: str) -> str | None:
     return None if moment.tzinfo else "needs a time zone (e.g. 1900-01-01T00:00:00Z)"
 
 
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _folder(value: Path) -> str | None:
     return "is a file, not a folder" if value.is_file() else None
 
@@ -146,6 +154,7 @@ def _folder(value: Path) -> str | None:
 _FORMS: dict[str, Any] = {
     "host_port": _host_port_list,
     "host": lambda v: None if _is_host(v) else "is not a host name or IP address",
+    "ip": lambda v: None if _is_ip(v) else "is not an IP address (e.g. 127.0.0.1)",
     "topic": lambda v: None if _TOPIC.match(v) else
     "is not a Kafka topic name (1-249 of letters, digits, '.', '_', '-')",
     "window": lambda v: _interval(v, positive=True),
@@ -259,17 +268,10 @@ class BrokerConfig:
     stop_timeout_s: float = field(default=30.0, metadata={"gt": 0})
     # The client listener binds here (the KRaft controller always binds 127.0.0.1; clients are
     # told kafka.bootstrap's host): loopback unless set otherwise, explicitly.
-    bind_address: str = "127.0.0.1"
+    bind_address: str = field(default="127.0.0.1", metadata={"form": "ip"})
     # SASL_SSL (SCRAM-SHA-512) with a certificate generated on first start (`kafka start
     # --secure`); clients with no kafka.client.security_protocol then use its credentials.
     secure: bool = False
-
-    def __post_init__(self) -> None:
-        try:
-            ipaddress.ip_address(self.bind_address)
-        except ValueError as exc:
-            raise ConfigError(f"kafka.broker.bind_address: {self.bind_address!r} is not an IP "
-                              "address (say e.g. 127.0.0.1)") from exc
 
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -358,15 +360,8 @@ class SparkConfig:
     ui_enabled: bool = True
     # The driver's RPC, block manager and UI listen here (the UI by SPARK_LOCAL_IP): loopback
     # unless set otherwise, explicitly.
-    bind_address: str = "127.0.0.1"
+    bind_address: str = field(default="127.0.0.1", metadata={"form": "ip"})
     extra: Mapping[str, str] = field(default_factory=dict, metadata={"key_form": "spark_key"})
-
-    def __post_init__(self) -> None:
-        try:
-            ipaddress.ip_address(self.bind_address)
-        except ValueError as exc:
-            raise ConfigError(f"spark.bind_address: {self.bind_address!r} is not an IP "
-                              "address (say e.g. 127.0.0.1)") from exc
 
 
 @dataclass(frozen=True)
