@@ -51,7 +51,6 @@ from dashboard.security import (
     hardened_protocol,
     is_loopback,
 )
-from gold.anomaly import ALERT_TYPE as ANOMALY
 from gold.schema import ALERT_TYPES, SEVERITIES
 from jobs.config import Config
 from jobs.serving import Lakehouse
@@ -61,7 +60,7 @@ logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
 MAX_MINUTES = 366 * 24 * 60  # a year; 0 means the whole table
-KNOWN_TYPES = frozenset((*ALERT_TYPES, ANOMALY))
+KNOWN_TYPES = frozenset(ALERT_TYPES)
 KNOWN_SEVERITIES = frozenset(SEVERITIES)
 # Names as the generator and the replays write them ("Building A - Floor 1", "SENSOR_001",
 # "Beijing - Aotizhongxin"): letters, digits, spaces and a few separators; no quotes,

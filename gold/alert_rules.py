@@ -44,7 +44,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,6 +112,10 @@ class Alert:
     value: float | None
     threshold: float | None
     details: str | None
+    # Cadence-aware profiles: set when the alert is born resolved (SENSOR_RECOVERED, an event
+    # with no duration; a static alert of a reading late for the sensor, outside its open
+    # episode); else None, and a later `Resolution` closes it.
+    resolved_at: datetime | None = None
 
     @property
     def alert_id(self) -> str:
@@ -122,7 +126,8 @@ class Alert:
                 "location": self.location, "alert_type": self.alert_type,
                 "severity": self.severity, "event_time": self.event_time,
                 "detected_at": self.detected_at, "metric": self.metric, "value": self.value,
-                "threshold": self.threshold, "details": self.details}
+                "threshold": self.threshold, "details": self.details,
+                "resolved_at": self.resolved_at}
 
 
 @functools.lru_cache(maxsize=64)
@@ -141,17 +146,32 @@ def _settings(cfg: AlertsConfig, metric: str) -> AnomalySettings:
 @dataclass(frozen=True)
 class Resolution:
     """An alert's episode ended: the condition no longer holds at ``resolved_at``.
-    ``alert_id`` is the id of the alert that opened it."""
+    ``alert_id`` is the id of the alert that opened it.
+
+    The episode's alerts are every alert of (sensor, type, metric) with event time in
+    [``since``, ``resolved_at``): the opening alert and, for a static threshold, the alert of
+    every breaching reading after it. ``since`` is ``opened_at``, but for SENSOR_OFFLINE the
+    last reading before the silence (the silent-fleet fallback's copy of the alert sits at
+    last reading + offline.after_s, before the sensor's own deadline). ``cause``: ``reading``
+    (a reading no longer met the condition) or ``expired`` (the sensor's state was evicted,
+    alerts.state_ttl_s after its last reading).
+    """
 
     sensor_id: str
     alert_type: str
     metric: str | None
     opened_at: datetime
     resolved_at: datetime
+    since: datetime | None = None
+    cause: str = "reading"
 
     @property
     def alert_id(self) -> str:
         return alert_id(self.sensor_id, self.alert_type, self.metric, self.opened_at)
+
+    @property
+    def covers_from(self) -> datetime:
+        return self.opened_at if self.since is None else min(self.since, self.opened_at)
 
 
 # Lifecycle (cadence-aware profiles): types whose episode, once closed, is followed by
@@ -329,8 +349,8 @@ class SensorAlertState:
         for a in alerts:
             key = f"{a.alert_type}|{a.metric or ''}"
             t = to_ms(a.event_time)
-            if a.alert_type == "SENSOR_RECOVERED":
-                kept.append(a)
+            if a.alert_type == "SENSOR_RECOVERED":  # an event, not a condition: born resolved
+                kept.append(replace(a, resolved_at=a.event_time))
                 continue
             if a.alert_type in COOLDOWN_TYPES and t < self.quiet.get(key, -1):
                 self.suppressed.add(key)
@@ -353,14 +373,45 @@ class SensorAlertState:
             return det is not None and bool(det.open)
         return _episode_key(kind, metric or None) in self.episodes
 
-    def _resolve(self, r: Reading, statics: list[Alert]) -> None:
-        """Close the episodes whose condition this reading no longer meets."""
+    def _late(self, r: Reading, statics: list[Alert]) -> list[Alert]:
+        """Static alerts of a reading late for the sensor (outside the lifecycle, which follows
+        the readings in order): one inside the open episode of its key stays open (the
+        episode's resolution closes it); any other is born resolved at the sensor's next
+        reading after it (the lifecycle has moved past it)."""
+        out = []
+        for a in statics:
+            opened = self.opened.get(f"{a.alert_type}|{a.metric or ''}")
+            if opened is not None and opened <= r.t_ms:
+                out.append(a)
+                continue
+            i = bisect.bisect_right(self._t, r.t_ms)
+            end = self._t[i] if i < len(self._t) else self.last_t_ms
+            out.append(replace(a, resolved_at=from_ms(end if end is not None else r.t_ms)))
+        return out
+
+    def expire(self, at_ms: int) -> list[Resolution]:
+        """The sensor's state is evicted at ``at_ms``: its open episodes end there."""
+        last = from_ms(self.last_t_ms) if self.last_t_ms is not None else None
+        out = [Resolution(self.sensor_id, kind, metric or None, from_ms(t), from_ms(at_ms),
+                          last if kind == "SENSOR_OFFLINE" else None, cause="expired")
+               for key, t in sorted(self.opened.items())
+               for kind, _, metric in [key.partition("|")]]
+        self.opened.clear()
+        self.suppressed.clear()
+        self.quiet.clear()
+        return out
+
+    def _resolve(self, r: Reading, statics: list[Alert], before: int | None) -> None:
+        """Close the episodes whose condition this reading no longer meets (``before``: the
+        sensor's reading before this one)."""
         hot = {f"{a.alert_type}|{a.metric or ''}" for a in statics}
         cooldown_ms = self.cfg.cooldown_s * 1000
         for key in [k for k in self.opened if not self._holds(k, hot)]:
             kind, _, metric = key.partition("|")
+            since = from_ms(before) if kind == "SENSOR_OFFLINE" and before is not None else None
             self.resolved.append(Resolution(self.sensor_id, kind, metric or None,
-                                            from_ms(self.opened.pop(key)), from_ms(r.t_ms)))
+                                            from_ms(self.opened.pop(key)), from_ms(r.t_ms),
+                                            since))
             if kind in COOLDOWN_TYPES:
                 self.quiet[key] = r.t_ms + cooldown_ms
         for key in [k for k in self.suppressed if not self._holds(k, hot)]:
@@ -405,7 +456,8 @@ class SensorAlertState:
         statics = static_alerts(self.sensor_id, r, self.cfg, now)
         if self.last_t_ms is not None and r.t_ms < self.last_t_ms:
             self.late_readings += 1
-            return statics
+            return self._late(r, statics) if self.cfg.adaptive else statics
+        before = self.last_t_ms
         out: list[Alert] = []
         enabled = self.cfg.enabled
         deadline = self.offline_deadline_ms()
@@ -442,7 +494,7 @@ class SensorAlertState:
         self._append(r)
         if self.cfg.adaptive:
             out = self._open(out)
-            self._resolve(r, statics)
+            self._resolve(r, statics, before)
         return out
 
     def _trend(self, r: Reading, now: datetime) -> list[Alert]:

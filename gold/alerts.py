@@ -30,6 +30,7 @@ No reading, writing or starting of queries here.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,9 +41,17 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StatefulProcessor, StatefulProcessorHandle
 from pyspark.sql.streaming.stateful_processor import ExpiredTimerInfo, TimerValues
-from pyspark.sql.types import BooleanType, StructField, StructType
+from pyspark.sql.types import BooleanType, StringType, StructField, StructType, TimestampType
 
-from gold.alert_rules import SCALAR_FIELDS, Alert, Reading, SensorAlertState, ddl, to_ms
+from gold.alert_rules import (
+    SCALAR_FIELDS,
+    Alert,
+    Reading,
+    Resolution,
+    SensorAlertState,
+    ddl,
+    to_ms,
+)
 from gold.schema import ALERT_SCHEMA, STATIC_ALERT_TYPES
 from jobs.config import AlertsConfig
 from silver.transform import static_rules
@@ -58,7 +67,17 @@ FRESH_COLUMN = "fresh"
 # The processor's output: an alert row, and whether the real-time static-threshold query
 # (`static_alert_rows` under `published_early`) has already put it on Kafka.
 EARLY_COLUMN = "published_early"
-OUTPUT_SCHEMA = StructType([*ALERT_SCHEMA.fields, StructField(EARLY_COLUMN, BooleanType(), False)])
+# ... or, with KIND_COLUMN = RESOLUTION, an episode's end (cadence-aware profiles): the opening
+# alert's alert_id, sensor_id, alert_type, metric and event_time (its opened_at), the
+# sensor's location, resolved_at, severity INFO, no value or threshold, details
+# {"resolved_by": cause}, and SINCE_COLUMN: the episode's alerts are those of (sensor,
+# type, metric) with event time in [since, resolved_at) (`gold.alert_rules.Resolution`).
+KIND_COLUMN = "kind"
+ALERT, RESOLUTION = "alert", "resolution"
+SINCE_COLUMN = "since"
+OUTPUT_SCHEMA = StructType([*ALERT_SCHEMA.fields, StructField(EARLY_COLUMN, BooleanType(), False),
+                            StructField(KIND_COLUMN, StringType(), False),
+                            StructField(SINCE_COLUMN, TimestampType())])
 BUCKET_COLUMN = "sensor_bucket"
 # State layout (declared to Spark in `AlertProcessor.init`).
 SENSOR_KEY = "sensor_id string"
@@ -75,12 +94,24 @@ def _now(timer_values: TimerValues) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def _frame(alerts: list[Alert], early: set[tuple[str, int]]) -> pd.DataFrame:
-    """Alert rows; a static alert of a reading in ``early`` (sensor, ms) is marked published."""
+def resolution_row(res: Resolution, location: str | None, now: datetime) -> dict:
+    """A resolution as an output row (KIND_COLUMN = RESOLUTION)."""
+    return {"alert_id": res.alert_id, "sensor_id": res.sensor_id, "location": location,
+            "alert_type": res.alert_type, "severity": "INFO", "event_time": res.opened_at,
+            "detected_at": now, "metric": res.metric, "value": None, "threshold": None,
+            "details": json.dumps({"resolved_by": res.cause}), "resolved_at": res.resolved_at,
+            EARLY_COLUMN: False, KIND_COLUMN: RESOLUTION, SINCE_COLUMN: res.covers_from}
+
+
+def _frame(alerts: list[Alert], early: set[tuple[str, int]],
+           resolutions: list[dict] | None = None) -> pd.DataFrame:
+    """Alert rows, then resolution rows (`resolution_row`); a static alert of a reading in
+    ``early`` (sensor, ms) is marked published."""
     rows = [{**a.as_row(), EARLY_COLUMN: a.alert_type in STATIC_ALERT_TYPES
-             and (a.sensor_id, to_ms(a.event_time)) in early} for a in alerts]
-    frame = pd.DataFrame(rows, columns=OUTPUT_SCHEMA.fieldNames())
-    for col in ("event_time", "detected_at"):
+             and (a.sensor_id, to_ms(a.event_time)) in early, KIND_COLUMN: ALERT,
+             SINCE_COLUMN: None} for a in alerts]
+    frame = pd.DataFrame(rows + (resolutions or []), columns=OUTPUT_SCHEMA.fieldNames())
+    for col in ("event_time", "detected_at", "resolved_at", SINCE_COLUMN):
         frame[col] = pd.to_datetime(frame[col], utc=True)
     for col in ("value", "threshold"):
         frame[col] = frame[col].astype("float64")
@@ -199,23 +230,30 @@ class AlertProcessor(StatefulProcessor):
             idx.sensors[st.sensor_id] = (deadline - self.offline_after_ms, False)
 
     def _sweep(self, idx: _Index, watermark_ms: int, now: datetime,
-               done: Iterable[str] = ()) -> list[Alert]:
-        """Sensors not in ``done`` whose offline deadline or eviction the watermark reached."""
+               done: Iterable[str] = ()) -> tuple[list[Alert], list[dict]]:
+        """Sensors not in ``done`` whose offline deadline or eviction the watermark reached:
+        their alerts, and the resolution rows of the episodes an eviction ends."""
         skip = set(done)
         out: list[Alert] = []
+        ends: list[dict] = []
         for sid in sorted(idx.sensors):
             last, offline = idx.sensors[sid]
             if sid in skip or self._next_instant(last, offline) > watermark_ms:
                 continue
+            st = None
             if not offline:
                 st = self._load(sid)
                 out += st.on_watermark(watermark_ms, now=now, details="watermark")
                 self._store(idx, st)
                 last, offline = idx.sensors[sid]
             if offline and last + self.evict_after_ms <= watermark_ms:
+                if self.cfg.adaptive:  # the episodes left open end with the state
+                    st = st or self._load(sid)
+                    ends += [resolution_row(r, st.location, now)
+                             for r in st.expire(last + self.evict_after_ms)]
                 self.sensors.removeKey((sid,))
                 del idx.sensors[sid]
-        return out
+        return out, ends
 
     # --- Spark entry points -------------------------------------------------------------
 
@@ -228,6 +266,7 @@ class AlertProcessor(StatefulProcessor):
         # A deadline already behind the watermark would never fire as a timer.
         watermark = timerValues.getCurrentWatermarkInMs()
         alerts: list[Alert] = []
+        ends: list[dict] = []
         for sid in sorted(readings):
             st = self._load(sid)
             # Readings the sensor's history already holds are duplicates of kept readings.
@@ -235,12 +274,15 @@ class AlertProcessor(StatefulProcessor):
             alerts += st.process(fresh, now=now)
             if watermark > 0:
                 alerts += st.on_watermark(watermark, now=now, details="watermark")
+            ends += [resolution_row(r, st.location, now) for r in st.take_resolved()]
             self._store(idx, st)
         if watermark > 0:
-            alerts += self._sweep(idx, watermark, now, done=readings)
+            swept, expired = self._sweep(idx, watermark, now, done=readings)
+            alerts += swept
+            ends += expired
         self._save_index(idx)
-        if alerts:
-            yield _frame(alerts, batch.early)
+        if alerts or ends:
+            yield _frame(alerts, batch.early, ends)
 
     def handleExpiredTimer(self, key: tuple, timerValues: TimerValues,
                            expiredTimerInfo: ExpiredTimerInfo) -> Iterator[pd.DataFrame]:
@@ -248,10 +290,10 @@ class AlertProcessor(StatefulProcessor):
         idx.timer_ms = None  # Spark deletes the expired timer itself after this call
         watermark = max(timerValues.getCurrentWatermarkInMs(),
                         expiredTimerInfo.getExpiryTimeInMs())
-        alerts = self._sweep(idx, watermark, _now(timerValues))
+        alerts, ends = self._sweep(idx, watermark, _now(timerValues))
         self._save_index(idx)
-        if alerts:
-            yield _frame(alerts, set())
+        if alerts or ends:
+            yield _frame(alerts, set(), ends)
 
     def close(self) -> None:
         pass
@@ -259,7 +301,7 @@ class AlertProcessor(StatefulProcessor):
 
 def alert_stream(readings: DataFrame, *, cfg: AlertsConfig, watermark: str,
                  early_window_s: int | None = None) -> DataFrame:
-    """Valid readings (stream or batch) -> alert rows in OUTPUT_SCHEMA.
+    """Valid readings (stream or batch) -> alert and resolution rows in OUTPUT_SCHEMA.
 
     ``readings`` has INPUT_COLUMNS and ``kafka_timestamp`` (more are dropped) and may hold
     duplicates: of readings with the same (sensor_id, event_time) the rules see the first by
@@ -326,7 +368,7 @@ def static_alert_rows(readings: DataFrame, *, cfg: AlertsConfig, detected_at: Co
                                     F.col("a.metric"), F.col("event_time")),
         "alert_type": F.col("a.alert_type"), "severity": F.col("a.severity"),
         "detected_at": detected_at, "metric": F.col("a.metric"), "value": F.col("a.value"),
-        "threshold": F.col("a.threshold"), "details": F.lit(None),
+        "threshold": F.col("a.threshold"), "details": F.lit(None), "resolved_at": F.lit(None),
     }
     return hits.select(*[cols.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name)
                          for f in ALERT_SCHEMA.fields])

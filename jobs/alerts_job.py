@@ -22,15 +22,24 @@ import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import StringType, StructField, StructType, TimestampType
 
-from gold.alerts import EARLY_COLUMN, alert_stream
-from gold.schema import ALERT_SCHEMA
+from gold.alerts import (
+    ALERT,
+    EARLY_COLUMN,
+    KIND_COLUMN,
+    RESOLUTION,
+    SINCE_COLUMN,
+    alert_stream,
+)
+from gold.schema import ALERT_SCHEMA, RESOLVED_AT
 from jobs import kafka_client, realtime_alerts_job, tables
 from jobs.config import Config, KafkaConfig
 from jobs.kafka_client import ClientSettings
@@ -39,11 +48,13 @@ from jobs.streaming import (
     ProgressJsonListener,
     checkpoint_query_id,
     committed_batch,
+    ensure_table,
     holds_no_files,
     marked_write,
     observe_produce_time,
     reset_if_first_batch_uncommitted,
     stoppable,
+    table_exists,
 )
 
 logger = logging.getLogger(__name__)
@@ -84,12 +95,18 @@ class AlertPublisher:
 
         threading.Thread(target=connect, name="alerts-producer-connect", daemon=True).start()
 
-    def publish(self, alerts: Iterable[dict[str, Any]]) -> int:
-        """Send and wait for every acknowledgement; raise if any send failed."""
+    def publish(self, alerts: Iterable[dict[str, Any]],
+                resolutions: Iterable[dict[str, Any]] = ()) -> int:
+        """Send and wait for every acknowledgement; raise if any send failed. ``resolutions``
+        go out as `to_json(..., RESOLUTION)` messages."""
+        messages = [(a, to_json(a)) for a in alerts] + \
+            [(e, to_json(e, RESOLUTION)) for e in resolutions]
+        if not messages:
+            return 0
         with self._lock:
             producer = self._get()
-        futures = [producer.send(self.cfg.topic_alerts, key=a["sensor_id"], value=to_json(a))
-                   for a in alerts]
+        futures = [producer.send(self.cfg.topic_alerts, key=a["sensor_id"], value=value)
+                   for a, value in messages]
         producer.flush()
         for f in futures:
             f.get(timeout=30)
@@ -102,10 +119,12 @@ class AlertPublisher:
                 self._producer = None
 
 
-def to_json(alert: dict[str, Any]) -> dict[str, Any]:
-    """An alert row as the JSON object published on `iot-alerts` (times ISO-8601 UTC)."""
-    out = dict(alert)
-    for key in ("event_time", "detected_at"):
+def to_json(alert: dict[str, Any], kind: str = ALERT) -> dict[str, Any]:
+    """An alert row as the JSON object published on `iot-alerts` (times ISO-8601 UTC), with
+    ``kind``: ``alert``, or ``resolution`` for the end of the alert's episode (same alert_id,
+    ``resolved_at`` set)."""
+    out = {**alert, KIND_COLUMN: kind}
+    for key in ("event_time", "detected_at", RESOLVED_AT):
         ts = out.get(key)
         if isinstance(ts, datetime):
             ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)  # Spark returns naive UTC
@@ -114,9 +133,39 @@ def to_json(alert: dict[str, Any]) -> dict[str, Any]:
 
 
 def ensure_alerts_table(spark: SparkSession, cfg: Config) -> str:
-    path = str(cfg.paths.table(tables.ALERTS))
-    (DeltaTable.createIfNotExists(spark).location(path).addColumns(ALERT_SCHEMA).execute())
-    return path
+    """Create gold/alerts, or bring a table of an older schema up to ALERT_SCHEMA
+    (`add_resolved_at`)."""
+    path = cfg.paths.table(tables.ALERTS)
+    if table_exists(spark, path):
+        add_resolved_at(spark, path)
+    else:
+        ensure_table(spark, path, ALERT_SCHEMA)
+    return str(path)
+
+
+def add_resolved_at(spark: SparkSession, path: Path) -> bool:
+    """A gold/alerts table from before the lifecycle reached it gains ``resolved_at``; False
+    when it has it already.
+
+    Its rows' episodes were never recorded, so each is closed at its own event time: left null
+    they would count as active alerts for ever. One commit rewrites the table with the column
+    (an overwrite: readers of the table as a stream skip it, as they skip the resolutions'
+    MERGEs), so a crash leaves either the old table or the migrated one, and the next start
+    migrates again or finds nothing to do. An episode still open at the upgrade thus shows as
+    resolved then; the static alerts its sensor raises after the upgrade open it again.
+    """
+    table = spark.read.format("delta").load(str(path))
+    if RESOLVED_AT in table.columns:
+        return False
+    n = table.count()
+    migrated = table.withColumn(RESOLVED_AT, F.col("event_time"))
+    (migrated.select(*ALERT_SCHEMA.fieldNames()).write.format("delta").mode("overwrite")
+     .option("overwriteSchema", "true")
+     .option("userMetadata", json.dumps({"migration": "alerts resolved_at"}))
+     .save(str(path)))
+    logger.info("gold/alerts %s: column resolved_at added, its %d older alerts closed at "
+                "their event time", path, n)
+    return True
 
 
 # The alerts query's state layout (gold/alerts.py) and input, recorded beside its
@@ -198,8 +247,8 @@ CROSS_PATH_TYPES = frozenset({"SENSOR_OFFLINE"})
 
 def deliver_alerts(spark: SparkSession, cfg: Config, publisher: AlertPublisher,
                    rows: list[Row], *, batch: tuple[str, int] | None = None) -> tuple[int, int]:
-    """Publish the alerts gold/alerts does not hold yet, then append them; returns
-    (unique, new).
+    """Publish the alerts gold/alerts does not hold yet and the batch's resolutions, then
+    write them; returns (unique alerts, new alerts).
 
     Idempotent, under the delivery lock. ``batch`` = (app_id, batch_id) of a micro-batch: a
     replay of a batch already appended (`jobs.streaming.committed_batch`) publishes and writes
@@ -208,18 +257,31 @@ def deliver_alerts(spark: SparkSession, cfg: Config, publisher: AlertPublisher,
     lookup reads only files whose event-time range meets the rows'. A row whose
     ``published_early`` is true (the real-time query put it on Kafka) is written but not
     published again.
+
+    Resolution rows (KIND_COLUMN = RESOLUTION) close their episode's alerts
+    (`resolve_in_batch`): those of this batch are appended with ``resolved_at`` set, those in
+    the table get it by one MERGE (`merge_resolutions`), only when an episode began before
+    this batch (or is a SENSOR_OFFLINE, which the watchdog may have written). Order: publish
+    (alerts and resolutions, at least once), MERGE (idempotent: it sets only a null
+    ``resolved_at``, to the same value on a replay), then the append whose commit marks the
+    batch done; a crash before that replays the batch, and the replay does it all again.
     """
     names = ALERT_SCHEMA.fieldNames()
     by_id: dict[str, dict[str, Any]] = {}
+    ends: dict[str, dict[str, Any]] = {}
     early: set[str] = set()
     for r in rows:
         d = r.asDict()
+        if d.get(KIND_COLUMN) == RESOLUTION:
+            ends[d["alert_id"]] = d
+            continue
         if d.get(EARLY_COLUMN):
             early.add(d["alert_id"])
-        by_id[d["alert_id"]] = {k: d[k] for k in names}
+        by_id[d["alert_id"]] = {k: d.get(k) for k in names}
     unique = list(by_id.values())
-    if not unique:
+    if not unique and not ends:
         return 0, 0
+    resolutions = list(ends.values())
     path = cfg.paths.table(tables.ALERTS)
     with _DELIVERY:
         committed = committed_batch(spark, path, batch[0]) if batch else None
@@ -237,15 +299,77 @@ def deliver_alerts(spark: SparkSession, cfg: Config, publisher: AlertPublisher,
                                                           _sql_ts(max(times))))
                         .where(F.col("alert_id").isin([a["alert_id"] for a in lookup]))
                         .select("alert_id").collect()}
-        new = [a for a in unique if a["alert_id"] not in existing]
-        publisher.publish([a for a in new if a["alert_id"] not in early])
+        new = resolve_in_batch([a for a in unique if a["alert_id"] not in existing],
+                               resolutions)
+        appended = {a["alert_id"] for a in new}
+        publisher.publish([a for a in new if a["alert_id"] not in early],
+                          [{k: e[k] for k in names} for e in resolutions])
+        in_table = [e for e in resolutions
+                    if e["alert_id"] not in appended or e["alert_type"] in CROSS_PATH_TYPES]
+        if in_table:
+            merge_resolutions(spark, path, in_table)
         if new:
             df = spark.createDataFrame([tuple(a[k] for k in names) for a in new], ALERT_SCHEMA)
             if batch:
                 marked_write(df, path, app_id=batch[0], batch_id=batch[1], committed=committed)
             else:
                 df.write.format("delta").mode("append").save(str(path))
+        if resolutions:
+            logger.info("alerts: %d episodes resolved (%d in the table by MERGE)",
+                        len(resolutions), len(in_table))
     return len(unique), len(new)
+
+
+def _episode_of(row: dict[str, Any]) -> tuple[str, str, str | None]:
+    return row["sensor_id"], row["alert_type"], row["metric"]
+
+
+def resolve_in_batch(alerts: list[dict[str, Any]], resolutions: list[dict[str, Any]]
+                     ) -> list[dict[str, Any]]:
+    """The alerts with ``resolved_at`` set where one of the resolutions closes them: same
+    (sensor_id, alert_type, metric), event time in [since, resolved_at), not resolved yet.
+    Pure; the alerts are returned as new dicts in their order."""
+    by_episode: dict[tuple, list[tuple[datetime, datetime]]] = {}
+    for e in resolutions:
+        by_episode.setdefault(_episode_of(e), []).append(
+            (_utc(e[SINCE_COLUMN] or e["event_time"]), _utc(e[RESOLVED_AT])))
+    out = []
+    for a in alerts:
+        a = dict(a)
+        if a.get(RESOLVED_AT) is None:
+            t = _utc(a["event_time"])
+            for lo, hi in by_episode.get(_episode_of(a), ()):
+                if lo <= t < hi:
+                    a[RESOLVED_AT] = hi
+                    break
+        out.append(a)
+    return out
+
+
+RESOLUTION_MERGE_SCHEMA = StructType([
+    StructField("sensor_id", StringType(), False), StructField("alert_type", StringType(), False),
+    StructField("metric", StringType()), StructField("since", TimestampType(), False),
+    StructField("resolved_at", TimestampType(), False),
+])
+
+
+def merge_resolutions(spark: SparkSession, path: Path, resolutions: list[dict[str, Any]]
+                      ) -> None:
+    """One MERGE: every alert of gold/alerts that a resolution closes (`resolve_in_batch`'s
+    rule) and that has no ``resolved_at`` yet gets the resolution's. The literal event-time
+    bounds let Delta skip the files outside all the episodes. Idempotent."""
+    src = spark.createDataFrame(
+        [(e["sensor_id"], e["alert_type"], e["metric"], _utc(e[SINCE_COLUMN] or e["event_time"]),
+          _utc(e[RESOLVED_AT])) for e in resolutions], RESOLUTION_MERGE_SCHEMA)
+    lo = min(_utc(e[SINCE_COLUMN] or e["event_time"]) for e in resolutions)
+    hi = max(_utc(e[RESOLVED_AT]) for e in resolutions)
+    cond = (f"t.event_time >= {_ts_sql(lo)} AND t.event_time < {_ts_sql(hi)}"
+            " AND t.sensor_id = s.sensor_id AND t.alert_type = s.alert_type"
+            " AND t.metric <=> s.metric"
+            " AND t.event_time >= s.since AND t.event_time < s.resolved_at")
+    (DeltaTable.forPath(spark, str(path)).alias("t").merge(src.alias("s"), cond)
+     .whenMatchedUpdate(condition="t.resolved_at IS NULL", set={"resolved_at": "s.resolved_at"})
+     .execute())
 
 
 def _utc(t: datetime) -> datetime:
@@ -255,7 +379,11 @@ def _utc(t: datetime) -> datetime:
 
 def _sql_ts(t: datetime) -> Column:
     # A literal in the session zone (UTC), not a Python datetime PySpark would re-zone.
-    return F.expr(f"TIMESTAMP'{t.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}'")
+    return F.expr(_ts_sql(t))
+
+
+def _ts_sql(t: datetime) -> str:
+    return f"TIMESTAMP'{t.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}'"
 
 
 def write_alerts_batch(batch: DataFrame, batch_id: int, *, cfg: Config,
@@ -396,7 +524,13 @@ def start_alerts(spark: SparkSession, cfg: Config, *, trigger: dict[str, Any]) -
 
 
 def format_alert(alert: dict[str, Any]) -> str:
-    """One line per alert for `lakehouse alerts tail`."""
+    """One line per alert for `lakehouse alerts tail` (a resolution: RESOLVED, its time and
+    the opening alert's)."""
+    if alert.get(KIND_COLUMN) == RESOLUTION:
+        metric = f" {alert['metric']}" if alert.get("metric") else ""
+        return (f"{alert.get(RESOLVED_AT)}  RESOLVED {alert['alert_type']:<18} "
+                f"{alert['sensor_id']}{metric}  opened {alert['event_time']}  "
+                f"[{alert.get('location') or '-'}] id={alert['alert_id'][:12]}")
     metric = f" {alert['metric']}={alert['value']:.2f}" if alert.get("metric") and \
         alert.get("value") is not None else ""
     threshold = f" (threshold {alert['threshold']:.2f})" if alert.get("threshold") is not None \

@@ -21,7 +21,7 @@ from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from gold.alerts import published_early, static_alert_rows
+from gold.alerts import ALERT, KIND_COLUMN, published_early, static_alert_rows
 from jobs import kafka_client
 from jobs.config import Config
 from jobs.silver_job import source_readings
@@ -87,7 +87,8 @@ def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> list[StreamingQ
     alerts = static_alert_rows(fresh, cfg=cfg.alerts, detected_at=wall_clock())
     records = alerts.select(
         F.col("sensor_id").alias("key"),
-        F.to_json(F.struct(*alerts.columns), JSON_OPTIONS).alias("value"))
+        F.to_json(F.struct(*alerts.columns, F.lit(ALERT).alias(KIND_COLUMN)),
+                  JSON_OPTIONS).alias("value"))
     query = (
         records.writeStream.format("kafka").queryName(QUERY_NAME)
         .outputMode("update")
