@@ -14,14 +14,20 @@ off both in the sensor's own terms and in absolute terms:
 - robust: a residual enters the level, the offsets and the spread clipped at ``clip`` times
   the score's scale (Huber; the first reading after a gap is not clipped), so the anomalies
   the detector looks for barely move its baseline; while an episode is open nothing is
-  learnt but the level's clipped update.
+  learnt but the level's clipped update and the tail (below).
 - score = |residual| / max(sd, floor / enter, tail / enter): the noise floor ``floor`` is
   the smallest deviation, in the metric's units, that may ever open an episode (a flat or
   quantised sensor has no spread to divide by).
 - the sensor's own tail: a deviation it exceeds about ``tail_per_day`` times a day (learnt
-  as a stochastic quantile in time: up a fixed factor per exceedance, down steadily) is part
-  of its normal behaviour, so the score is relative to max(sd, floor, tail) / enter and a
-  sensor whose spikes are routine is not paged for every spike.
+  as a stochastic quantile in time: up a fixed factor per excursion above it, down steadily)
+  is part of its normal behaviour, so the score is relative to max(sd, floor, tail) / enter
+  and a sensor whose spikes are routine is not paged for every spike. An excursion counts
+  once, plus once per ``TAIL_DWELL_S`` it lasts, whatever the cadence (a 5-minute spike moves
+  the tail as much at 1 s as at 5 min); it ends when the deviation falls below
+  tail x exit / enter, so one hovering around the tail is one excursion. It counts during an
+  open episode too: every episode a sensor has makes its next one a little harder to open,
+  so alerts that recur more than about ``tail_per_day`` times a day stop, and rare ones
+  still page.
 - hysteresis: an episode opens when the score reaches ``enter`` (one alert), stays open while
   it is at least ``exit``, and after it closes no episode opens for ``cooldown_s``.
 - warm-up: nothing opens before ``warmup_s`` of event time and ``warmup_readings`` readings.
@@ -33,7 +39,9 @@ off both in the sensor's own terms and in absolute terms:
 
 State: `STATE_SIZE` = 34 floats per (sensor, metric) whatever the cadence or the run length
 (10 scalars and 24 daily offsets; `to_state` / `from_state`), so it can live in the Spark state
-store. Time is epoch milliseconds (UTC) as in `gold.alert_rules`.
+store. The ``open`` float holds two flags: bit 0 the episode is open, bit 1 the last reading
+was above the tail; a state written before the second flag existed (0 or 1) reads as "not
+above the tail". Time is epoch milliseconds (UTC) as in `gold.alert_rules`.
 """
 
 from __future__ import annotations
@@ -53,8 +61,13 @@ GAP_INTERVALS = 4.0
 GAP_MIN_S = 60.0
 # The learnt interval follows the log of the intervals with this weight (at least 1/n).
 INTERVAL_WEIGHT = 0.05
-# Log-step of the tail deviation per exceedance (it falls by tail_per_day steps a day).
+# Log-step of the tail deviation per excursion above it (it falls by tail_per_day steps a
+# day); an excursion that lasts counts one more step per TAIL_DWELL_S of event time.
 TAIL_STEP = 0.2
+TAIL_DWELL_S = 300.0
+# Bits of the serialized ``open`` float.
+_OPEN_BIT = 1
+_IN_TAIL_BIT = 2
 # Smallest deviation that may open an episode, per metric (°C, %RH, hPa): below a typical
 # sensor's accuracy and quantisation nobody is to be paged.
 # The level's time constant: slow where daily offsets carry the cycle, else fast enough to
@@ -132,7 +145,7 @@ class AnomalyDetector:
     """One (sensor, metric): `update(t_ms, value)` per reading in event-time order."""
 
     __slots__ = ("cfg", "t_last", "t_first", "n", "level", "mad", "tail", "log_interval",
-                 "extra_var", "open", "quiet_until", "season")
+                 "extra_var", "open", "quiet_until", "season", "in_tail")
 
     def __init__(self, cfg: AnomalySettings) -> None:
         self.cfg = cfg
@@ -147,6 +160,7 @@ class AnomalyDetector:
         self.open = 0.0
         self.quiet_until = -math.inf
         self.season = [0.0] * BINS
+        self.in_tail = False
 
     # -- model --------------------------------------------------------------------------
 
@@ -251,30 +265,38 @@ class AnomalyDetector:
             a_mad = max(_decay(dt_w, c.spread_tau_s), start)
             dev = abs(r) if not robust else min(abs(r), c.clip * self.mad)
             self.mad += a_mad * (dev - self.mad)
-            self._learn_tail(abs(r), dt_w)
+        self._learn_tail(abs(r), dt_w)
         self.t_last = float(t_ms)
         self.n = n + 1.0
 
     def _learn_tail(self, dev: float, dt_s: float) -> None:
         """The deviation the sensor exceeds about ``tail_per_day`` times a day: up by a
-        fixed factor per exceedance, down continuously (a stochastic quantile in time, so a
-        burst moves it by its count, never by its size)."""
+        fixed factor per excursion above it and per ``TAIL_DWELL_S`` the excursion lasts,
+        down continuously (a stochastic quantile in time, so an excursion moves it by its
+        duration, never by its size or by the number of readings in it)."""
         c = self.cfg
         if self.tail <= 0.0:
             if self.n >= 3 and self.mad > 0:
                 self.tail = c.enter * self.sd
             return
         if dev > self.tail:
-            self.tail *= math.exp(TAIL_STEP)
+            w = min(1.0, dt_s / TAIL_DWELL_S) if self.in_tail else 1.0
+            self.tail *= math.exp(TAIL_STEP * w)
+            self.in_tail = True
         else:
             self.tail *= math.exp(-TAIL_STEP * c.tail_per_day * dt_s / 86_400.0)
+            # the excursion ends below the tail's exit (the episode's hysteresis), so a
+            # deviation hovering around the tail is one excursion, not one per crossing
+            if dev < self.tail * c.exit / c.enter:
+                self.in_tail = False
 
     # -- state --------------------------------------------------------------------------
 
     def to_state(self) -> tuple[float, ...]:
         """The whole state as `STATE_SIZE` floats (the settings are not part of it)."""
+        flags = float((_OPEN_BIT if self.open else 0) | (_IN_TAIL_BIT if self.in_tail else 0))
         return (self.t_last, self.t_first, self.n, self.level, self.mad, self.tail,
-                self.log_interval, self.extra_var, self.open, self.quiet_until, *self.season)
+                self.log_interval, self.extra_var, flags, self.quiet_until, *self.season)
 
     @classmethod
     def from_state(cls, cfg: AnomalySettings, state: Sequence[float]) -> AnomalyDetector:
@@ -284,6 +306,9 @@ class AnomalyDetector:
         (d.t_last, d.t_first, d.n, d.level, d.mad, d.tail, d.log_interval, d.extra_var,
          d.open, d.quiet_until) = (float(v) for v in state[:len(_SCALARS)])
         d.season = [float(v) for v in state[len(_SCALARS):]]
+        flags = int(d.open)
+        d.open = 1.0 if flags & _OPEN_BIT else 0.0
+        d.in_tail = bool(flags & _IN_TAIL_BIT)
         return d
 
     def to_dict(self) -> dict[str, float | list[float]]:
