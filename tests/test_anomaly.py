@@ -231,3 +231,79 @@ def test_evaluate_scores_anomaly_alerts_as_statistical() -> None:
     with pytest.raises(ValueError, match="anomaly method"):
         Detectors.parse("anomaly:nope")
     assert timedelta(seconds=TEMP.cooldown_s) >= timedelta(hours=1)
+
+
+def _spikes_in_a_cool_down(step_ms: int) -> AnomalyDetector:
+    """3 h of clean noise, then three 5-minute +10 °C spikes 30 minutes apart (the second
+    and third inside the first one's cool-down), then the cool-down runs out."""
+    det = AnomalyDetector(TEMP)
+    rng = random.Random(22)
+    t = T0
+
+    def run(seconds: int, offset: float = 0.0) -> None:
+        nonlocal t
+        for _ in range(seconds * 1000 // step_ms):
+            t += step_ms
+            det.update(t, 21.0 + rng.uniform(-0.3, 0.3) + offset)
+
+    run(3 * 3600)
+    for _ in range(3):
+        run(300, 10.0)
+        run(1800)
+    run(3 * 3600)
+    return det
+
+
+@pytest.mark.parametrize("step_ms", [1000, 5000, 60_000])
+def test_spikes_in_a_cool_down_teach_the_tail_their_duration_not_their_reading_count(
+        step_ms: int) -> None:
+    det = _spikes_in_a_cool_down(step_ms)
+    reference = _spikes_in_a_cool_down(60_000).tail
+    assert det.tail == pytest.approx(reference, rel=0.2), \
+        "the same 5-minute spikes move the tail alike at any cadence"
+    assert det.tail < 8.0, f"tail {det.tail:.1f}: the spikes' size was learnt as routine"
+    t = int(det.t_last) + step_ms
+    near = AnomalyDetector.from_state(TEMP, det.to_state())
+    assert det.update(t, 29.0).opened, "an 8 °C outlier after the cool-down still pages"
+    d = near.update(t, 25.5)
+    assert not d.opened, f"4.5 °C is inside what the spikes taught (score {d.score:.1f})"
+
+
+def test_routine_spikes_on_an_hourly_sensor_stop_paging_and_a_larger_one_pages() -> None:
+    """A spike of +6 °C every 7 hours (not tied to an hour of day, so the daily offsets do
+    not learn it) is routine for this sensor: the tail learns it from the episodes it opens,
+    and paging falls to about once a day, where it paged every spike when the tail learnt only
+    outside episodes; a spike twice that size still pages."""
+    det = AnomalyDetector(TEMP)
+    rng = random.Random(21)
+    late: list[int] = []
+    i = 0
+    for i in range(40 * 24):
+        t = T0 + i * HOUR_MS
+        v = 21.0 + 3.0 * math.cos(2 * math.pi * (t % 86_400_000) / 86_400_000)
+        v += rng.uniform(-0.2, 0.2) + (6.0 if i % 7 == 3 and i > 48 else 0.0)
+        if det.update(t, v).opened and i >= 30 * 24:
+            late.append(i)
+    spikes = sum(1 for k in range(30 * 24, 40 * 24) if k % 7 == 3)
+    assert spikes >= 34 and len(late) <= 12, f"{len(late)} of {spikes} routine spikes paged"
+    t = T0 + (i + 1) * HOUR_MS
+    base = 21.0 + 3.0 * math.cos(2 * math.pi * (t % 86_400_000) / 86_400_000)
+    near = AnomalyDetector.from_state(TEMP, det.to_state())
+    assert det.update(t, base + 12.0).opened, "a spike twice the routine size pages"
+    assert not near.update(t, base + 3.0).opened, "half the routine size does not"
+
+
+def test_excursion_flag_round_trips_and_older_states_read_as_outside() -> None:
+    det = AnomalyDetector(TEMP)
+    feed(det, series(3 * 3600, 1000, noisy(23)))
+    t = int(det.t_last)
+    feed(det, [(t + (i + 1) * 1000, 30.0) for i in range(5)])
+    assert det.open and det.in_tail
+    state = det.to_state()
+    assert len(state) == STATE_SIZE and state[8] == 3.0, "open and in_tail in the flags float"
+    copy = AnomalyDetector.from_state(TEMP, state)
+    assert copy.open == 1.0 and copy.in_tail and copy.to_state() == state
+    older = list(state)
+    older[8] = 1.0  # a state from before the flag: only "open"
+    old = AnomalyDetector.from_state(TEMP, older)
+    assert old.open == 1.0 and not old.in_tail
