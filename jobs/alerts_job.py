@@ -10,7 +10,9 @@ deterministic alert_id gold/alerts does not hold yet are published to Kafka (ack
 and then appended to the table. A crash between the two replays the batch: the alerts are
 published again with the same alert_id (at-least-once) and written once. Static-threshold
 alerts that the real-time query (`jobs.realtime_alerts_job`) publishes are written here but not
-published again.
+published again. The episodes a batch ends (resolution rows, `deliver_alerts`) are published
+as `kind` resolution messages and set ``resolved_at`` on their alerts: in the batch's own
+rows before the append, in older rows by one MERGE only in a batch that has such an episode.
 """
 
 from __future__ import annotations
@@ -306,8 +308,11 @@ def deliver_alerts(spark: SparkSession, cfg: Config, publisher: AlertPublisher,
                           [{k: e[k] for k in names} for e in resolutions])
         in_table = [e for e in resolutions
                     if e["alert_id"] not in appended or e["alert_type"] in CROSS_PATH_TYPES]
+        merge_s = 0.0
         if in_table:
+            t0 = time.monotonic()
             merge_resolutions(spark, path, in_table)
+            merge_s = time.monotonic() - t0
         if new:
             df = spark.createDataFrame([tuple(a[k] for k in names) for a in new], ALERT_SCHEMA)
             if batch:
@@ -315,8 +320,8 @@ def deliver_alerts(spark: SparkSession, cfg: Config, publisher: AlertPublisher,
             else:
                 df.write.format("delta").mode("append").save(str(path))
         if resolutions:
-            logger.info("alerts: %d episodes resolved (%d in the table by MERGE)",
-                        len(resolutions), len(in_table))
+            logger.info("alerts: %d episodes resolved (%d in the table by MERGE, %.1f s)",
+                        len(resolutions), len(in_table), merge_s)
     return len(unique), len(new)
 
 

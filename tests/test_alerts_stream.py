@@ -79,14 +79,17 @@ def table_alerts(spark, cfg: Config) -> set[tuple]:
              r.event_time.replace(tzinfo=UTC)) for r in rows}
 
 
-def kafka_alerts(cfg: Config) -> list[tuple[str, dict]]:
+def kafka_alerts(cfg: Config, kind: str | None = "alert") -> list[tuple[str, dict]]:
+    """The messages on the alert topic, in order: the alerts (``kind`` alert), the
+    resolutions (``kind`` resolution) or, with None, both."""
     consumer = KafkaConsumer(cfg.kafka.topic_alerts, bootstrap_servers=cfg.kafka.bootstrap,
                              auto_offset_reset="earliest", consumer_timeout_ms=3000,
                              group_id=None)
     try:
-        return [(m.key.decode(), json.loads(m.value)) for m in consumer]
+        messages = [(m.key.decode(), json.loads(m.value)) for m in consumer]
     finally:
         consumer.close()
+    return [(k, v) for k, v in messages if kind is None or v["kind"] == kind]
 
 
 @pytest.fixture()
@@ -321,3 +324,117 @@ def test_static_alerts_go_out_once_by_the_realtime_query(spark, cfg: Config) -> 
     assert [v["alert_type"] for v in published if v["sensor_id"] == "S_OLD"].count(
         "HIGH_TEMP") == 1
     assert {v["alert_id"] for v in published} == set(by_id)
+
+
+def _committed_batches(folder: Path) -> list[int]:
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
+def _uncommit_after(cfg: Config, last_kept: int) -> None:
+    """The checkpoint as a crash leaves it after batch ``last_kept + 1`` was delivered but
+    before Spark committed it: that batch's offsets kept, its commit and any later batch
+    gone. The next run replays the batch."""
+    ckpt = cfg.paths.checkpoint("alerts")
+    for sub, keep in (("commits", last_kept), ("offsets", last_kept + 1)):
+        for n in _committed_batches(ckpt / sub):
+            if n > keep:
+                (ckpt / sub / str(n)).unlink()
+                (ckpt / sub / f".{n}.crc").unlink(missing_ok=True)
+
+
+def _resolutions_merged(spark, cfg: Config) -> list[int]:
+    """numTargetRowsUpdated of each MERGE in gold/alerts' history, oldest first."""
+    from delta.tables import DeltaTable
+
+    history = DeltaTable.forPath(spark, str(cfg.paths.table(tables.ALERTS))).history()
+    return [int(r.operationMetrics["numTargetRowsUpdated"])
+            for r in history.orderBy("version").collect() if r.operation == "MERGE"]
+
+
+def test_an_episode_is_resolved_once_in_gold_and_on_kafka_even_after_a_replay(
+        spark, cfg: Config) -> None:
+    """Production profile: S_RES rises past 30 °C (two HIGH_TEMP alerts, one episode), the
+    next run brings it back: both rows get the reading's time as resolved_at by one MERGE, and
+    a resolution with the opening alert's id goes on Kafka. The replay of that batch (a crash
+    before Spark's commit) publishes the resolution again and changes no row. An episode that
+    opens and ends within one batch is resolved in the append, with no MERGE."""
+    assert cfg.alerts.profile == "production"
+    ramp = [20.0] * 6 + [22.0, 24.0, 26.0, 28.0, 30.5, 32.0]  # 4 °C a minute: no RAPID_CHANGE
+    send(spark, cfg, [silver_row("S_RES", at(seconds=30 * i), t) for i, t in enumerate(ramp)])
+    run_once(spark, cfg)
+    hot = {("S_RES", "HIGH_TEMP", "temperature", at(5)),
+           ("S_RES", "HIGH_TEMP", "temperature", at(5, 30))}
+    assert table_alerts(spark, cfg) == hot
+    alerts_path = str(cfg.paths.table(tables.ALERTS))
+
+    def resolved() -> dict[datetime, datetime | None]:
+        return {r.event_time.replace(tzinfo=UTC): r.resolved_at and r.resolved_at.replace(
+            tzinfo=UTC) for r in spark.read.format("delta").load(alerts_path).collect()}
+
+    assert resolved() == {at(5): None, at(5, 30): None}
+    first_run = _committed_batches(cfg.paths.checkpoint("alerts") / "commits")[-1]
+
+    send(spark, cfg, [silver_row("S_RES", at(6), 29.5), silver_row("S_RES", at(6, 30), 28.0)])
+    run_once(spark, cfg)
+    assert resolved() == {at(5): at(6), at(5, 30): at(6)}
+    assert _resolutions_merged(spark, cfg) == [2]
+    (res,) = kafka_alerts(cfg, "resolution")
+    opening = next(v for _, v in kafka_alerts(cfg) if v["event_time"] == "2024-01-10T14:05:00Z")
+    assert res[1]["alert_id"] == opening["alert_id"] and res[0] == "S_RES"
+    assert (res[1]["alert_type"], res[1]["metric"], res[1]["resolved_at"]) == (
+        "HIGH_TEMP", "temperature", "2024-01-10T14:06:00Z")
+    assert opening["kind"] == "alert" and opening["resolved_at"] is None
+
+    _uncommit_after(cfg, first_run)
+    run_once(spark, cfg)
+    assert resolved() == {at(5): at(6), at(5, 30): at(6)}
+    assert sum(_resolutions_merged(spark, cfg)) == 2, "no row resolved twice"
+    again = kafka_alerts(cfg, "resolution")
+    assert len(again) == 2 and {v["alert_id"] for _, v in again} == {opening["alert_id"]}
+    assert len(kafka_alerts(cfg)) == 2, "the replay published no alert again"
+
+    # Within one batch: 31 °C at 14:07, back at 14:07:30; appended resolved, no MERGE.
+    merges = len(_resolutions_merged(spark, cfg))
+    send(spark, cfg, [silver_row("S_RES", at(7), 31.0), silver_row("S_RES", at(7, 30), 29.0)])
+    run_once(spark, cfg)
+    assert resolved()[at(7)] == at(7, 30)
+    assert len(_resolutions_merged(spark, cfg)) == merges
+
+
+def test_a_table_of_the_older_schema_gains_resolved_at(spark, cfg: Config) -> None:
+    """gold/alerts as the previous version wrote it (no resolved_at): the alerts query adds
+    the column, closes the older rows at their event time (their episodes were never
+    recorded; null would count them as active for ever) and appends its own alerts open."""
+    from pyspark.sql.types import StructType
+
+    from gold.schema import ALERT_SCHEMA
+
+    old_schema = StructType([f for f in ALERT_SCHEMA.fields if f.name != "resolved_at"])
+    old_row = ("old-1", "S_OLD", "loc", "SENSOR_OFFLINE", "CRITICAL", at(-60), at(-60), None,
+               600.0, 600.0, None)
+    path = str(cfg.paths.table(tables.ALERTS))
+    spark.createDataFrame([old_row], old_schema).write.format("delta").save(path)
+    assert "resolved_at" not in spark.read.format("delta").load(path).columns
+    from jobs.gold_job import start_alert_counts
+
+    def count_alerts() -> int:  # gold_alert_counts_5m reads gold/alerts as a stream
+        query = start_alert_counts(spark, cfg, trigger={"availableNow": True})
+        query.awaitTermination(300)
+        assert query.exception() is None, query.exception()
+        counts = spark.read.format("delta").load(str(cfg.paths.table(tables.ALERT_COUNTS_5M)))
+        return sum(r.alerts for r in counts.collect())
+
+    assert count_alerts() == 1  # its checkpoint made on the older schema
+
+    send(spark, cfg, [silver_row("S_NEW", at(0), 20.0), silver_row("S_NEW", at(1), 31.0)])
+    run_once(spark, cfg)
+    assert count_alerts() == 3, "the stream reads on past the migration's commit"
+    rows = {r.alert_id: r for r in spark.read.format("delta").load(path).collect()}
+    assert rows["old-1"].resolved_at.replace(tzinfo=UTC) == at(-60)
+    new = [r for r in rows.values() if r.sensor_id == "S_NEW"]
+    assert sorted((r.alert_type, r.resolved_at) for r in new) == [
+        ("HIGH_TEMP", None), ("RAPID_CHANGE", None)]
+    # a second start finds nothing to migrate
+    from jobs.alerts_job import add_resolved_at
+
+    assert add_resolved_at(spark, cfg.paths.table(tables.ALERTS)) is False
