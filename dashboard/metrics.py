@@ -1,4 +1,5 @@
-"""Prometheus text exposition (format 0.0.4) of gold/pipeline_metrics, read through DuckDB.
+"""Prometheus text exposition (format 0.0.4) of gold/pipeline_metrics and the active alerts
+of gold/alerts, read through DuckDB.
 
 Gauges describe each query's newest micro-batch; `_total` counters add up every batch the
 table holds. Durations are in seconds, as Prometheus names them.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dashboard.panels import latest_batches
+from dashboard.panels import OPEN_EPISODES, active_alerts, latest_batches
 from jobs.serving import Lakehouse
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -60,14 +61,36 @@ def _number(value: Any) -> str | None:
     return repr(int(v)) if v.is_integer() and abs(v) < 2**53 else repr(v)
 
 
+ACTIVE = "lakehouse_active_alerts"
+
+
+def _active_lines(lake: Lakehouse) -> list[str]:
+    """`lakehouse_active_alerts{alert_type}`: `dashboard.panels.active_alerts`, a series for
+    every type the profile raises (0 when none is active); none before gold/alerts exists."""
+    found = active_alerts(lake)
+    if found is None:
+        return []
+    meaning, by_type = found
+    what = ("open alert episodes (alerts whose resolved_at is null, one per sensor, type and "
+            "metric)" if meaning == OPEN_EPISODES else
+            f"alerts within gold.open_alert_window_s ({lake.cfg.gold.open_alert_window_s} s) "
+            "of the fleet's newest reading (the seed profile has no lifecycle)")
+    lines = [f"# HELP {ACTIVE} Active alerts by type: {what}.", f"# TYPE {ACTIVE} gauge"]
+    for kind in sorted(set(lake.cfg.alerts.enabled) | set(by_type)):
+        lines.append(f'{ACTIVE}{{alert_type="{_label(kind)}"}} {by_type.get(kind, 0)}')
+    return lines
+
+
 def render(lake: Lakehouse) -> str:
-    """The /metrics page; `lakehouse_metrics_table_up` is 0 until the table exists."""
+    """The /metrics page; `lakehouse_metrics_table_up` is 0 until the table exists. Active
+    alerts (`lakehouse_active_alerts`) come from gold/alerts, whether or not it does."""
     lines = ["# HELP lakehouse_metrics_table_up 1 when gold/pipeline_metrics can be read.",
              "# TYPE lakehouse_metrics_table_up gauge"]
     lake.refresh()
+    active = _active_lines(lake)
     if not lake.has("pipeline_metrics"):
         lines.append("lakehouse_metrics_table_up 0")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + active) + "\n"
     lines.append("lakehouse_metrics_table_up 1")
     latest = latest_batches(lake)
     records = [dict(zip(latest.columns, row, strict=True)) for row in latest.rows]
@@ -93,4 +116,4 @@ def render(lake: Lakehouse) -> str:
         for row in totals.rows:
             value = _number(row[i] if row[i] is not None else 0)
             lines.append(f'{name}{{query="{_label(row[0])}"}} {value}')
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + active) + "\n"

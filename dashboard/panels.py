@@ -247,7 +247,52 @@ def status(lake: Lakehouse, f: Filters) -> Panel:
             "rows": _records(res.columns, res.rows)}
 
 
+# What "active alerts" counts (`active_alerts`), by profile.
+OPEN_EPISODES = "open episodes"
+RECENT_ALERTS = "recent alerts"
+
+
+def active_alerts(lake: Lakehouse) -> tuple[str, dict[str, int]] | None:
+    """Active alerts by alert type, and what they are; None before gold/alerts exists.
+
+    With the lifecycle (every profile but `seed`): the open episodes, one per (sensor_id,
+    alert_type, metric) that has an alert whose ``resolved_at`` is null (a static threshold's
+    episode holds an alert per breaching reading; SENSOR_RECOVERED is born resolved). The seed
+    profile has no lifecycle (``resolved_at`` is always null), so it keeps the seed's open
+    alerts (`gold/sensor_status.open_alerts`): alerts whose event time is within
+    gold.open_alert_window_s of the fleet's newest reading (of the newest alert while
+    gold/sensor_status does not exist yet). So does a gold/alerts without the column (an older
+    table the alerts query has not migrated yet).
+    """
+    if not lake.has("alerts"):
+        return None
+    columns = lake.execute("SELECT * FROM alerts LIMIT 0").columns
+    if lake.cfg.alerts.adaptive and "resolved_at" in columns:
+        res = lake.execute(
+            "SELECT alert_type, count(DISTINCT (sensor_id, coalesce(metric, ''))) FROM alerts"
+            " WHERE resolved_at IS NULL GROUP BY alert_type ORDER BY alert_type")
+        return OPEN_EPISODES, {r[0]: int(r[1]) for r in res.rows}
+    newest = ("(SELECT max(last_event_time) FROM sensor_status)" if lake.has("sensor_status")
+              else "(SELECT max(event_time) FROM alerts)")
+    window = int(lake.cfg.gold.open_alert_window_s)
+    res = lake.execute(
+        f"SELECT alert_type, count(*) FROM alerts WHERE event_time >= {newest}"
+        f" - INTERVAL {window} SECOND GROUP BY alert_type ORDER BY alert_type")
+    return RECENT_ALERTS, {r[0]: int(r[1]) for r in res.rows}
+
+
+def active(lake: Lakehouse, f: Filters) -> Panel:
+    """Active alerts (`active_alerts`): the total, by type, and what is counted."""
+    found = active_alerts(lake)
+    if found is None:
+        return _waiting("alerts")
+    meaning, by_type = found
+    return {"status": "ok", "total": sum(by_type.values()), "meaning": meaning,
+            "by_type": [{"alert_type": k, "active": v} for k, v in by_type.items()]}
+
+
 PANELS: dict[str, Callable[[Lakehouse, Filters], Panel]] = {
+    "active": active,
     "pipeline": pipeline,
     "alerts": alerts,
     "locations": locations,

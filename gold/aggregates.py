@@ -307,12 +307,14 @@ def latest_per_sensor(readings: DataFrame) -> DataFrame:
 
 
 def with_status(status: DataFrame, alerts: DataFrame | None, *, offline_after_s: int,
-                open_alert_window_s: int) -> DataFrame:
+                open_alert_window_s: int, lifecycle: bool = False) -> DataFrame:
     """Add ``status`` (ONLINE/OFFLINE) and ``open_alerts`` to one-row-per-sensor ``status``.
 
     Event time: a sensor is OFFLINE when its last reading is more than ``offline_after_s``
-    older than the newest reading of the whole fleet. ``open_alerts`` counts the sensor's alerts
-    whose event time is within ``open_alert_window_s`` of the fleet's newest reading.
+    older than the newest reading of the whole fleet. ``open_alerts``: with ``lifecycle`` (the
+    cadence-aware profiles) the sensor's open episodes, one per (alert_type, metric) with an
+    alert whose ``resolved_at`` is null; else (the seed) the sensor's alerts whose event time is
+    within ``open_alert_window_s`` of the fleet's newest reading.
     """
     fleet_now = status.agg(F.max("last_event_time").alias("fleet_now"))
     df = status.crossJoin(F.broadcast(fleet_now))
@@ -321,6 +323,13 @@ def with_status(status: DataFrame, alerts: DataFrame | None, *, offline_after_s:
     df = df.withColumn("status", F.when(offline, "OFFLINE").otherwise("ONLINE"))
     if alerts is None:
         df = df.withColumn("open_alerts", F.lit(0).cast("long"))
+    elif lifecycle and "resolved_at" in alerts.columns:
+        episodes = (
+            alerts.where(F.col("resolved_at").isNull()).groupBy("sensor_id")
+            .agg(F.count_distinct("alert_type", F.coalesce("metric", F.lit("")))
+                 .alias("open_alerts"))
+        )
+        df = df.join(episodes, "sensor_id", "left").fillna({"open_alerts": 0})
     else:
         horizon = F.col("fleet_now") - F.expr(f"INTERVAL {open_alert_window_s} SECONDS")
         recent = (

@@ -295,7 +295,7 @@ def write_status_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
               if table_exists(spark, alerts_path) else None)
     status = agg.with_status(
         latest, alerts, offline_after_s=cfg.alerts.offline.after_s,
-        open_alert_window_s=cfg.gold.open_alert_window_s,
+        open_alert_window_s=cfg.gold.open_alert_window_s, lifecycle=cfg.alerts.adaptive,
     ).withColumn("updated_at", F.current_timestamp())
     app_id = f"gold-status-{checkpoint_query_id(cfg.paths.checkpoint(AGGREGATES_QUERY))}"
     idempotent_write(status, path, app_id=app_id, batch_id=batch_id, mode="overwrite")

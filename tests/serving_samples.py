@@ -65,10 +65,17 @@ def silver_rows() -> list[tuple]:
     return rows
 
 
+# Minute after T0 at which each alert's episode ended (resolved_at); the others are open.
+# SENSOR_002's HIGH_TEMP episode (a-001..a-003) and its CONSECUTIVE_ALERTS end at minute 13,
+# SENSOR_003's humidity at 21; SENSOR_004's SENSOR_OFFLINE is the one open episode.
+RESOLVED = {"a-001": 13, "a-002": 13, "a-003": 13, "a-004": 13, "a-005": 21}
+
+
 def _alert_rows(alerts: list[tuple]) -> list[tuple]:
     return [
         (aid, sensor, SENSORS[sensor], atype, sev, T0 + timedelta(minutes=m),
-         T0 + timedelta(minutes=m, seconds=3), metric, value, threshold, f"{atype} on {sensor}")
+         T0 + timedelta(minutes=m, seconds=3), metric, value, threshold, f"{atype} on {sensor}",
+         T0 + timedelta(minutes=RESOLVED[aid]) if aid in RESOLVED else None)
         for aid, sensor, atype, sev, m, metric, value, threshold in alerts
     ]
 

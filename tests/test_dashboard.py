@@ -192,6 +192,12 @@ def _check_page(dom: Dom, duck: Duck) -> None:
     assert [r["status"] for r in dom.tables["status"]] == [r[1] for r in duck.q(
         "SELECT sensor_id, status FROM {sensor_status} ORDER BY status = 'ONLINE', sensor_id")]
 
+    # Active alerts (production profile): the open episodes; the sample's one is SENSOR_004's
+    # SENSOR_OFFLINE.
+    (active,), = duck.q("SELECT count(DISTINCT (sensor_id, alert_type, coalesce(metric, ''))) "
+                        "FROM {alerts} WHERE resolved_at IS NULL")
+    assert active == 1 and dom.testids["kpi-active"] == str(active)
+
     window = "event_time >= (SELECT max(event_time) FROM {alerts}) - INTERVAL 60 MINUTE"
     (in_period,), = duck.q(f"SELECT count(*) FROM {{alerts}} WHERE {window}")
     assert dom.testids["kpi-alerts"] == str(in_period)

@@ -255,6 +255,14 @@ function renderQuarantine(p) {
   ], p.rows, (r) => r.reason);
 }
 
+function renderActive(p) {
+  const el = document.getElementById("kpi-active");
+  const ok = p && p.status === "ok";
+  el.textContent = ok ? fmt(p.total) : "–";
+  el.title = ok ? `${p.meaning}: ${p.by_type.map((r) => `${r.alert_type} ${r.active}`).join(", ") || "none"}` : "";
+  el.dataset.meaning = ok ? p.meaning : "";
+}
+
 function renderStatus(p) {
   const ok = p && p.status === "ok";
   document.getElementById("kpi-online").textContent = ok ? fmt(p.counts.ONLINE || 0) : "–";
@@ -284,7 +292,8 @@ async function refresh() {
     const steps = [["pipeline", () => renderPipeline(d.pipeline)], ["alerts", () => renderAlerts(d.alerts)],
       ["sensor", () => renderSensor(d.sensors, d.sensor)], ["locations", () => renderLocations(d.locations)],
       ["alert_counts", () => renderAlertCounts(d.alert_counts)],
-      ["quarantine", () => renderQuarantine(d.quarantine)], ["status", () => renderStatus(d.status)]];
+      ["quarantine", () => renderQuarantine(d.quarantine)], ["status", () => renderStatus(d.status)],
+      ["active", () => renderActive(d.active)]];
     for (const [name, step] of steps) {
       try { step(); } catch (e) { console.error(`panel ${name}`, e); }
     }
