@@ -25,6 +25,10 @@ in event-time mode (STATEFUL_PROCESSOR_INCORRECT_TIME_MODE_TO_ASSIGN_TTL), hence
 instant. A fleet gone silent advances no watermark, so no timer fires: see
 `jobs.alerts_job.SilentFleetWatchdog` for the processing-time fallback.
 
+Output (OUTPUT_SCHEMA): the alerts and, in the cadence-aware profiles, a resolution row per
+episode ended (KIND_COLUMN; by a reading, or by the eviction of an abandoned sensor's state),
+which `jobs.alerts_job.deliver_alerts` applies to gold/alerts and publishes.
+
 No reading, writing or starting of queries here.
 """
 
