@@ -38,7 +38,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 TOKEN = "t0k3n-for-the-test-Zq8Vx2Lm"
 CONF_MARKER = b"severities:"  # a line of conf/pipeline.yaml that must never be served
 REQUEST_TIMEOUT_S = 2.0
-PANEL_KEYS = {"pipeline", "alerts", "locations", "alert_counts", "quarantine", "status",
+PANEL_KEYS = {"active", "pipeline", "alerts", "locations", "alert_counts", "quarantine", "status",
               "sensors", "sensor", "generated_at", "tables"}
 
 
