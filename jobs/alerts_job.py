@@ -154,7 +154,7 @@ def add_resolved_at(spark: SparkSession, path: Path) -> bool:
     (an overwrite: readers of the table as a stream skip it, as they skip the resolutions'
     MERGEs), so a crash leaves either the old table or the migrated one, and the next start
     migrates again or finds nothing to do. An episode still open at the upgrade thus shows as
-    resolved then; the static alerts its sensor raises after the upgrade open it again.
+    closed; a static threshold's is active again from its next breaching reading.
     """
     table = spark.read.format("delta").load(str(path))
     if RESOLVED_AT in table.columns:
