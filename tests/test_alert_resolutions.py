@@ -33,6 +33,7 @@ from gold.alerts import (
 )
 from gold.schema import ALERT_SCHEMA, ALERT_TYPES
 from jobs.alerts_job import format_alert, resolve_in_batch, to_json
+from jobs.config import RULE_TYPES
 
 
 def at(ms: int) -> datetime:
@@ -47,6 +48,8 @@ def rows_of(st: SensorAlertState, alerts: list[Alert]) -> tuple[list[dict], list
 
 def test_anomaly_is_a_declared_alert_type_and_resolved_at_a_column() -> None:
     assert "ANOMALY" in ALERT_TYPES
+    # the config's rule names (jobs.config cannot import gold) are the same types
+    assert sorted(ALERT_TYPES) == sorted(RULE_TYPES)
     assert ALERT_SCHEMA.fieldNames()[-1] == "resolved_at"
     assert ALERT_SCHEMA["resolved_at"].nullable
     assert set(OUTPUT_SCHEMA.fieldNames()) - set(ALERT_SCHEMA.fieldNames()) == {
