@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from jobs import jvm_archive
+from jobs import jvm_archive, parser_jar
 from jobs.config import REPO_ROOT, Config
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,12 @@ def connector_jars(cfg: Config) -> list[Path]:
 def spark_conf(cfg: Config) -> dict[str, str]:
     """Every setting build_spark applies; kept separate so it can be inspected and tested."""
     # Local jar paths (spark.jars), never spark.jars.packages: no Ivy download at run time.
-    jars = ",".join(str(j) for j in connector_jars(cfg))
+    # Silver's reading parser is built from the repository's source (jobs.parser_jar).
+    try:
+        parser = parser_jar.ensure_jar(cfg)
+    except parser_jar.ParserBuildError as e:
+        raise SparkSetupError(str(e)) from e
+    jars = ",".join(str(j) for j in (*connector_jars(cfg), parser))
     java_opts = f"-Dlog4j2.configurationFile={SPARK_LOG4J.as_uri()}"
     # Local mode: the driver JVM is the executor too, so only it takes the class archive.
     driver_opts = " ".join([java_opts, *jvm_archive.java_options(cfg)])

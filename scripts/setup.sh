@@ -10,6 +10,7 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 command -v java >/dev/null 2>&1 || die "java not found. Install a JDK 17+ (Debian: apt-get install openjdk-17-jdk-headless)."
 java_major=$(java -version 2>&1 | sed -nE 's/.*version "([0-9]+).*/\1/p' | head -n1)
 [ "${java_major:-0}" -ge 17 ] || die "Java 17+ is required (found ${java_major:-unknown}); Kafka 4 and Spark 4 need it."
+command -v javac >/dev/null 2>&1 || die "javac not found. Install a JDK 17+, not only a JRE (Debian: apt-get install openjdk-17-jdk-headless); it compiles silver's reading parser."
 command -v mvn >/dev/null 2>&1 || die "mvn not found. Install Maven (Debian: apt-get install maven); it resolves the Kafka, Spark-Kafka and Delta jars."
 PYTHON=${PYTHON:-python3}
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found. Install Python 3.11+."
@@ -74,6 +75,9 @@ PY
 else
   log "JVM jars up to date"
 fi
+
+# --- Silver's reading parser (silver/jvm/ReadingJson.java), compiled against PySpark's jars
+.venv/bin/python -m jobs.parser_jar || die "could not build silver's reading parser (see above)."
 
 # --- Headless Chromium for the dashboard's browser test (Debian package, no browser download)
 if [ ! -x /usr/bin/chromium ]; then

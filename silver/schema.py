@@ -69,3 +69,18 @@ QUARANTINE_SCHEMA = StructType(
         StructField("quarantined_at", TimestampType()),
     ]
 )
+
+# What silver's JVM reading parser (silver/jvm/ReadingJson.java) returns for one record value:
+# whether it is malformed, the reading fields that are JSON strings (texts) and numbers (as
+# doubles, non-finite for NaN/Infinity), and per field its JSON kind (PARSED_KIND_*). Same
+# fields in the same order as the Java code builds them.
+PARSED_KIND_ABSENT, PARSED_KIND_TEXT, PARSED_KIND_NUMBER, PARSED_KIND_OTHER = 0, 1, 2, 3
+_PARSED_TEXTS = ("sensor_id", "timestamp", "location")
+_PARSED_NUMBERS = ("temperature", "humidity", "pressure")
+PARSED_READING_SCHEMA = StructType(
+    [StructField("malformed", BooleanType(), nullable=False)]
+    + [StructField(f, StringType()) for f in _PARSED_TEXTS]
+    + [StructField(f, DoubleType()) for f in _PARSED_NUMBERS]
+    + [StructField(f"kind_{f}", IntegerType(), nullable=False)
+       for f in (*_PARSED_TEXTS, *_PARSED_NUMBERS)]
+)

@@ -9,30 +9,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType, VariantType
+from pyspark.sql.types import StringType
 
 from bronze.schema import NUMERIC_FIELDS, READING_FIELDS, READING_SCHEMA
 from jobs.config import AlertsConfig, ValidationConfig
-from silver.schema import QUARANTINE_SCHEMA, REGISTRY_COLUMNS, SILVER_SCHEMA
-
-CORRUPT = "_corrupt_record"
-# Every field read as a VARIANT: its JSON type survives the parse, so a wrong type is a reason
-# code (BAD_TYPE) rather than a null that would look like a missing field, or an object that a
-# string cast would turn into text. Strict JSON, except NaN/Infinity: those read as numbers so
-# that the reason names the field (BAD_TYPE:<f>) instead of the whole record.
-_RAW_SCHEMA = StructType(
-    [StructField(f, VariantType()) for f in READING_FIELDS] + [StructField(CORRUPT, StringType())]
+from silver.schema import (
+    PARSED_KIND_ABSENT,
+    PARSED_KIND_NUMBER,
+    PARSED_KIND_TEXT,
+    PARSED_READING_SCHEMA,
+    QUARANTINE_SCHEMA,
+    REGISTRY_COLUMNS,
+    SILVER_SCHEMA,
 )
-_JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT,
-                 "allowSingleQuotes": "false"}
+
+# Silver's reading parser, a JVM function (silver/jvm/ReadingJson.java, built by
+# jobs/parser_jar.py and on Spark's class path through jobs.spark): one streaming pass over the
+# JSON text per record, where column expressions took several parses and a VARIANT per field.
+PARSER_FUNCTION = "lakehouse_parse_reading"
+PARSER_CLASS = "lakehouse.silver.ReadingJson"
 _STRING_FIELDS = tuple(f.name for f in READING_SCHEMA.fields if f.dataType == StringType())
-# schema_of_variant names for a JSON number (integers, decimals, doubles)
-_NUMBER_TYPE = r"^(TINYINT|SMALLINT|INT|BIGINT|FLOAT|DOUBLE|DECIMAL\(\d+,\d+\))$"
 # Whitespace, control and format characters only: not a usable sensor id.
 _BLANK = r"^[\p{Cc}\p{Cf}\p{Z}]*$"
-_NON_NUMERIC_TOKEN = r"[-+]?(NaN|Infinity|INF)"
 
 DEDUP_KEYS: tuple[str, ...] = ("sensor_id", "event_time")
 
@@ -41,19 +41,17 @@ def _reason_if(condition: Column, code: str) -> Column:
     return F.when(condition, F.lit(code))
 
 
-def _one_json_value(value: Column) -> Column:
-    """True when ``value`` is one JSON value and nothing after it (JSON whitespace aside).
-
-    Jackson, and so from_json, stops after the first value: ``{..}{..}`` or ``{..} junk`` would
-    read as the first reading alone. Wrapped as ``[value]``, anything after the first value
-    breaks the array or adds elements, unless it starts with ``]``; wrapped as ``{"_":value}``
-    the same holds unless it starts with ``}``. Nothing starts with both, so the two checks
-    together are exact. Both parse strict JSON, so NaN/Infinity tokens are neutralised first.
-    """
-    strict = F.regexp_replace(value, _NON_NUMERIC_TOKEN, "0")
-    in_array = F.json_array_length(F.concat(F.lit("["), strict, F.lit("]")))
-    in_object = F.size(F.json_object_keys(F.concat(F.lit('{"_":'), strict, F.lit("}"))))
-    return F.coalesce((in_array == 1) & (in_object == 1), F.lit(False))
+def register_parser(spark: SparkSession) -> None:
+    """Make the JVM reading parser callable by name in this session (once per session)."""
+    if spark.catalog.functionExists(PARSER_FUNCTION):
+        return
+    try:
+        spark.udf.registerJavaFunction(PARSER_FUNCTION, PARSER_CLASS, PARSED_READING_SCHEMA)
+    except Exception as e:  # py4j wraps the ClassNotFoundException
+        raise RuntimeError(
+            f"silver's reading parser {PARSER_CLASS} is not on Spark's class path: start the "
+            "session with jobs.spark.build_spark (it adds the jar scripts/setup.sh builds)"
+        ) from e
 
 
 def parse(df: DataFrame, *, cfg: ValidationConfig) -> DataFrame:
@@ -73,41 +71,35 @@ def parse(df: DataFrame, *, cfg: ValidationConfig) -> DataFrame:
     - BAD_TIMESTAMP: not a timestamp, before ``min_event_time``, or more than ``max_future``
       ahead of processing time.
     """
+    register_parser(df.sparkSession)
     value = F.col("value")
-    # Built in stages, each a projection: a value used by several rules is computed once per
-    # row (one expression tree would re-scan a 1 MB value for every rule that reads it).
-    staged = df.withColumn("_raw", F.from_json(value, _RAW_SCHEMA, _JSON_OPTIONS)).withColumn(
+    staged = df.withColumn("_p", F.call_function(PARSER_FUNCTION, value)).withColumn(
         "_malformed",
         # JSON text must be UTF-8: bronze marks a value that is not by keeping its bytes in
         # value_bytes (its text has U+FFFD, which would pass the parser); rows written before
-        # bronze did so hold the bytes in value itself. An object starts with "{".
+        # bronze did so hold the bytes in value itself.
         value.isNull()
         | F.col("value_bytes").isNotNull()
         | ~F.is_valid_utf8(value)
-        | ~value.rlike(r"^[ \t\r\n]*\{")
-        | F.col("_raw").isNull()
-        | F.col(f"_raw.{CORRUPT}").isNotNull()
-        | ~_one_json_value(value),
+        | F.col("_p.malformed"),
     )
     malformed = F.col("_malformed")
-    raw = {f: F.when(~malformed, F.col(f"_raw.{f}")) for f in READING_FIELDS}
+    # Each value several rules read is a column of its own projection, computed once per row
+    # (inlined, the optimizer would copy e.g. the timestamp cast into every rule's CASE).
     staged = staged.select("*", *[
-        c for f in READING_FIELDS for c in (
-            (raw[f].isNotNull() & ~F.is_variant_null(raw[f])).alias(f"_present_{f}"),
-            F.schema_of_variant(raw[f]).alias(f"_kind_{f}"),
-        )
+        F.when(~malformed, F.col(f"_p.kind_{f}")).otherwise(PARSED_KIND_ABSENT).alias(f"_kind_{f}")
+        for f in READING_FIELDS
     ])
-    present = {f: F.col(f"_present_{f}") for f in READING_FIELDS}
     kind = {f: F.col(f"_kind_{f}") for f in READING_FIELDS}
-    is_text = {f: present[f] & (kind[f] == "STRING") for f in _STRING_FIELDS}
+    present = {f: kind[f] != PARSED_KIND_ABSENT for f in READING_FIELDS}
+    is_text = {f: kind[f] == PARSED_KIND_TEXT for f in _STRING_FIELDS}
     staged = staged.select(
         "*",
-        *[F.when(is_text[f], F.try_variant_get(raw[f], "$", "string")).alias(f"_text_{f}")
-          for f in _STRING_FIELDS],
-        *[F.when(present[f] & kind[f].rlike(_NUMBER_TYPE),
-                 F.try_variant_get(raw[f], "$", "double")).alias(f"_number_{f}")
+        *[F.when(is_text[f], F.col(f"_p.{f}")).alias(f"_text_{f}") for f in _STRING_FIELDS],
+        *[F.when(kind[f] == PARSED_KIND_NUMBER, F.col(f"_p.{f}")).alias(f"_number_{f}")
           for f in NUMERIC_FIELDS],
     )
+    staged = staged.withColumn("_event_time", F.col("_text_timestamp").try_cast("timestamp"))
     text = {f: F.col(f"_text_{f}") for f in _STRING_FIELDS}
 
     reasons: list[Column] = [_reason_if(malformed, "MALFORMED_JSON")]
@@ -130,7 +122,7 @@ def parse(df: DataFrame, *, cfg: ValidationConfig) -> DataFrame:
             _reason_if(finite & ((number < low) | (number > high)), f"OUT_OF_RANGE:{f}"),
         ]
 
-    event_time = text["timestamp"].try_cast("timestamp")
+    event_time = F.col("_event_time")
     too_far = event_time > F.current_timestamp() + F.expr(f"INTERVAL {cfg.max_future}")
     too_old = event_time < F.lit(datetime.fromisoformat(cfg.min_event_time))
     bad_ts = text["timestamp"].isNotNull() & (event_time.isNull() | too_far | too_old)
@@ -144,7 +136,9 @@ def parse(df: DataFrame, *, cfg: ValidationConfig) -> DataFrame:
         typed["humidity"].alias("humidity"),
         typed["pressure"].alias("pressure"),
         text["location"].alias("location"),
-        F.filter(F.array(*reasons), lambda r: r.isNotNull()).alias("reasons"),
+        # The codes that apply, in order (each code at most once, so array_except drops only
+        # the nulls; F.filter would take the whole projection out of code generation).
+        F.array_except(F.array(*reasons), F.array(F.lit(None).cast("string"))).alias("reasons"),
     )
 
 

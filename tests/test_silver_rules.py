@@ -82,10 +82,31 @@ _DROP = object()
         (_with() + "}", ["MALFORMED_JSON"]),
         ("\r\n\t" + _with() + "\n", []),
         (_with(sensor_id="\t\n\u200b"), ["MISSING_FIELD:sensor_id"]),
+        # the JVM parser's edges (silver/jvm/ReadingJson.java): a repeated field counts by its
+        # last value, as in from_json and Python's json; a key named like Spark's corrupt-record
+        # column is just another field; a number beyond a double is not finite
+        (_with()[:-1] + ', "temperature": 60}', ["OUT_OF_RANGE:temperature"]),
+        ('{"temperature": 60, ' + _with()[1:], []),
+        (_with(_corrupt_record="x"), []),
+        (_with()[:-1] + ', "pressure": 1e400}', ["BAD_TYPE:pressure"]),
+        (_with()[:-1] + ', "humidity": 1' + "0" * 300 + "}", ["OUT_OF_RANGE:humidity"]),
+        (_with()[:-1] + ', "location": {"a": ["\\ud800"]}}', ["MALFORMED_JSON"]),
+        (_with()[:-1] + ', "note": "\\udfff\\ud800"}', []),  # not a reading field: skipped
+        ("\ufeff" + _with(), ["MALFORMED_JSON"]),
+        (_with()[:-1] + ', "humidity": 065}', ["MALFORMED_JSON"]),
+        (_with()[:-1] + " /* c */}", ["MALFORMED_JSON"]),
+        (_with()[:-1] + ', "temperature": +Infinity}', ["BAD_TYPE:temperature"]),
     ],
 )
 def test_reason_codes(spark, value, expected) -> None:
     assert _reasons(spark, value) == expected
+
+
+def test_reasons_keep_the_documented_order(spark) -> None:
+    value = _with(timestamp=_DROP, temperature="x", humidity=101, sensor_id=7)
+    (row,) = parse(_bronze(spark, [value]), cfg=CFG.validation).collect()
+    assert row.reasons == ["BAD_TYPE:sensor_id", "MISSING_FIELD:timestamp",
+                           "BAD_TYPE:temperature", "OUT_OF_RANGE:humidity"]
 
 
 def test_every_record_lands_once(spark) -> None:
