@@ -59,13 +59,6 @@ def continuous_trigger(ref: str, cfg: Config) -> dict[str, Any]:
     return {"processingTime": cfg.streaming.trigger_for(TRIGGER_KEYS.get(ref, ref))}
 
 
-def check_triggers(cfg: Config) -> None:
-    unknown = set(cfg.streaming.triggers) - set(TRIGGER_KEYS.values())
-    if unknown:
-        raise RunnerError(f"streaming.triggers: unknown key(s) {sorted(unknown)}; the keys are "
-                          f"{', '.join(sorted(TRIGGER_KEYS.values()))}")
-
-
 class RunnerError(RuntimeError):
     """A query failed beyond recovery; the message names the query and its cause."""
 
@@ -200,7 +193,6 @@ def run_continuous(
 ) -> None:
     """Start every query and supervise until Ctrl-C/SIGTERM (or ``stop_event``)."""
     stop_event = stop_event or threading.Event()
-    check_triggers(cfg)
     units = [_Supervised(ref, start) for ref, start in _starters(layers)]
     deferred = [u for u in units if u.ref in DEFERRED]
     units = [u for u in units if u.ref not in DEFERRED]
