@@ -49,7 +49,10 @@ def write_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
     # (With persist() the source was still read twice per batch: 2x numInputRows, and silver
     # took 78 s instead of 36 s for 100k records.) The blocks are freed by Spark's
     # ContextCleaner once the frame is unreachable; build_spark runs it every few minutes.
-    parsed = parse(batch, cfg=cfg.validation).localCheckpoint(eager=True)
+    # As many tasks as the shuffle has (not one per bronze file): each task's fixed cost in
+    # code generation is most of a small batch's work.
+    parsed = (parse(batch.coalesce(cfg.spark.shuffle_partitions), cfg=cfg.validation)
+              .localCheckpoint(eager=True))
     counts = parsed.agg(
         F.count(F.lit(1)).alias("n"),
         F.sum(F.when(F.size("reasons") > 0, 1).otherwise(0)).alias("bad"),
