@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -159,11 +160,35 @@ def _marker(text: str | None) -> tuple[str, int] | None:
     return None
 
 
+# (table, app_id) -> (the latest batch that writer committed, the table version then), as
+# this process last saw it: a writer's own successful commit, or the markers' answer. While
+# the table is still at that version nobody has committed since, so a running query reads
+# the history only for its first batch (the one a restart may replay) or after another
+# writer's commit; reading the markers is a Spark job (about 0.8 CPU-s here), as much as the
+# append it guards. A write that raises drops the entry: its commit may have landed.
+_COMMITTED: dict[tuple[str, str], tuple[int, int | None]] = {}
+_COMMITTED_LOCK = threading.Lock()
+
+
 def committed_batch(spark: SparkSession, path: Path, app_id: str) -> int | None:
     """The latest batch id ``app_id`` committed to the table, from the commits' markers
     (newest first: the latest commit of a single writer holds its highest batch id); None
     when no commit in the table's history carries one of this writer's markers (or there is
-    no table yet)."""
+    no table yet). Answered from `_COMMITTED` while the table is at the version it knew."""
+    key = (str(path), app_id)
+    version = _latest_version(path / "_delta_log")
+    with _COMMITTED_LOCK:
+        known = _COMMITTED.get(key)
+    if known is not None and known[1] == version:
+        return known[0]
+    found = _marker_in_history(spark, path, app_id)
+    if found is not None:
+        with _COMMITTED_LOCK:
+            _COMMITTED[key] = (found, version)
+    return found
+
+
+def _marker_in_history(spark: SparkSession, path: Path, app_id: str) -> int | None:
     if not table_exists(spark, path):
         return None
     table = DeltaTable.forPath(spark, str(path))
@@ -210,7 +235,16 @@ def marked_write(
         writer = writer.partitionBy(*partition_by)
     if merge_schema:
         writer = writer.option("mergeSchema", "true")
-    writer.save(str(path))
+    key = (str(path), app_id)
+    try:
+        writer.save(str(path))
+    except BaseException:
+        with _COMMITTED_LOCK:
+            _COMMITTED.pop(key, None)
+        raise
+    version = _latest_version(path / "_delta_log")
+    with _COMMITTED_LOCK:
+        _COMMITTED[key] = (batch_id, version)
 
 
 # What a JVM call inside a micro-batch raises when query.stop() interrupts it.

@@ -39,6 +39,25 @@ def test_a_batch_is_written_once_and_its_replay_skipped(
                                   500]
 
 
+def test_a_writer_knows_its_own_commits_and_forgets_one_that_failed(
+    spark, table_dir: Path  # noqa: ANN001
+) -> None:
+    path = table_dir / "t"
+    assert idempotent_write(spark.range(0, 2), path, app_id="a", batch_id=0)
+    # Its own commit is known without reading the history, while nobody commits after it.
+    known = streaming._COMMITTED[(str(path), "a")]  # noqa: SLF001
+    assert known[0] == 0
+    assert committed_batch(spark, path, "a") == 0
+    bad = spark.range(2, 3).selectExpr("cast(id AS string) AS id")  # a schema Delta refuses
+    with pytest.raises(Exception, match="(?i)schema|merge"):
+        idempotent_write(bad, path, app_id="a", batch_id=1)
+    # A write that raised may have committed: the next lookup reads the markers again.
+    assert (str(path), "a") not in streaming._COMMITTED  # noqa: SLF001
+    assert committed_batch(spark, path, "a") == 0
+    assert idempotent_write(spark.range(2, 3), path, app_id="a", batch_id=1)
+    assert _rows(spark, path) == [0, 1, 2]
+
+
 def test_a_table_written_with_transaction_ids_only_is_not_written_twice(
     spark, table_dir: Path  # noqa: ANN001
 ) -> None:
