@@ -188,6 +188,12 @@ def committed_batch(spark: SparkSession, path: Path, app_id: str) -> int | None:
     return found
 
 
+def _never_written(spark: SparkSession, path: Path) -> bool:
+    """No commit but the creation (an empty version 0), or no table at all."""
+    version = _latest_version(path / "_delta_log")
+    return version is None or (version == 0 and holds_no_files(spark, path))
+
+
 def _marker_in_history(spark: SparkSession, path: Path, app_id: str) -> int | None:
     if not table_exists(spark, path):
         return None
@@ -225,11 +231,14 @@ def marked_write(
     """Write ``df`` as batch ``batch_id`` of ``app_id``, which `committed_batch` found not yet
     committed (``committed`` is what it returned). When the table holds no marker of this
     writer yet (a new writer, or one whose earlier commits used Delta transaction ids only),
-    Delta's transaction id decides as well, and the commit carries both.
+    Delta's transaction id decides as well, and the commit carries both; not into a table no
+    writer has written yet (only its creation commit, or none), where no transaction id can
+    be, and whose first write would pay for Delta's lookup of one (a reconstruction of the
+    table state: most of the first alert's write on a cold JVM).
     """
     writer = (df.write.format("delta").mode(mode)
               .option("userMetadata", json.dumps({"app": app_id, "batch": batch_id})))
-    if committed is None:
+    if committed is None and not _never_written(df.sparkSession, path):
         writer = writer.option("txnAppId", app_id).option("txnVersion", batch_id)
     if partition_by:
         writer = writer.partitionBy(*partition_by)

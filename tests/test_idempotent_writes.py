@@ -6,6 +6,7 @@ transaction ids for tables written before markers, and other writers' commits in
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,23 @@ def test_holds_no_files_past_a_log_checkpoint(spark, table_dir: Path) -> None:  
     assert not holds_no_files(spark, path)
     DeltaTable.forPath(spark, str(path)).delete()
     assert holds_no_files(spark, path)
+
+
+def _actions(path: Path, version: int) -> set[str]:
+    lines = (path / "_delta_log" / f"{version:020d}.json").read_text().splitlines()
+    return {next(iter(json.loads(line))) for line in lines}
+
+
+def test_a_new_tables_first_write_carries_no_transaction_id_an_older_tables_does(
+    spark, table_dir: Path  # noqa: ANN001
+) -> None:
+    new = table_dir / "new"
+    ensure_table(spark, new, spark.range(1).schema)
+    assert idempotent_write(spark.range(0, 2), new, app_id="a", batch_id=0)
+    assert "txn" not in _actions(new, 1)  # nothing written before: no id to look up
+    old = table_dir / "old"
+    spark.range(0, 1).write.format("delta").save(str(old))  # written before markers existed
+    assert idempotent_write(spark.range(1, 2), old, app_id="a", batch_id=0)
+    assert "txn" in _actions(old, 1)
+    assert idempotent_write(spark.range(2, 3), old, app_id="a", batch_id=1)
+    assert "txn" not in _actions(old, 2)  # its marker decides from now on
