@@ -52,6 +52,7 @@ from jobs.streaming import (
     committed_batch,
     ensure_table,
     holds_no_files,
+    in_few_tasks,
     marked_write,
     observe_produce_time,
     reset_if_first_batch_uncommitted,
@@ -505,9 +506,7 @@ def start_alerts(spark: SparkSession, cfg: Config, *, trigger: dict[str, Any]) -
     record_layout(cfg)
     # The silent-fleet watchdog reads silver's last readings.
     ensure_readings_table(spark, cfg)
-    # The read in as many tasks as the shuffle has, not one per Kafka partition (a task's
-    # fixed cost in code generation is most of a small batch's work).
-    readings = source_readings(spark, cfg).coalesce(cfg.spark.shuffle_partitions)
+    readings = in_few_tasks(source_readings(spark, cfg), cfg.spark.shuffle_partitions)
     alerts = alert_stream(observe_produce_time(readings), cfg=cfg.alerts,
                           watermark=cfg.streaming.watermark,
                           early_window_s=realtime_alerts_job.early_window_s(cfg))

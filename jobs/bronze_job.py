@@ -24,6 +24,7 @@ from jobs.streaming import (
     checkpoint_query_id,
     ensure_table,
     idempotent_write,
+    in_few_tasks,
     observe_produce_time,
     stoppable,
 )
@@ -80,13 +81,9 @@ def read_source(spark: SparkSession, cfg: Config) -> DataFrame:
 
 def write_batch(batch: DataFrame, batch_id: int, *, path: Path, checkpoint: Path,
                 tasks: int) -> None:
-    # `tasks` write tasks, not one per Kafka partition: each task pays a fixed cost in code
-    # generation (Delta's per-file statistics tracker, the projections), which a JFR profile
-    # of the demo put at about a fifth of the JVM's samples with six tasks per batch; fewer,
-    # larger files also keep silver's reads of bronze to fewer tasks.
     # A bronze table made before key_bytes/value_bytes existed gains them on its next
     # commit (new nullable columns only; nothing already written changes).
-    idempotent_write(batch.coalesce(tasks), path, app_id=checkpoint_query_id(checkpoint),
+    idempotent_write(in_few_tasks(batch, tasks), path, app_id=checkpoint_query_id(checkpoint),
                      batch_id=batch_id, partition_by=("ingest_date",), merge_schema=True)
 
 

@@ -28,6 +28,7 @@ from jobs.streaming import (
     ensure_table,
     holds_no_files,
     idempotent_write,
+    in_few_tasks,
     last_commit_rows,
     observe_produce_time,
     stoppable,
@@ -49,9 +50,7 @@ def write_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> None:
     # (With persist() the source was still read twice per batch: 2x numInputRows, and silver
     # took 78 s instead of 36 s for 100k records.) The blocks are freed by Spark's
     # ContextCleaner once the frame is unreachable; build_spark runs it every few minutes.
-    # As many tasks as the shuffle has (not one per bronze file): each task's fixed cost in
-    # code generation is most of a small batch's work.
-    parsed = (parse(batch.coalesce(cfg.spark.shuffle_partitions), cfg=cfg.validation)
+    parsed = (parse(in_few_tasks(batch, cfg.spark.shuffle_partitions), cfg=cfg.validation)
               .localCheckpoint(eager=True))
     counts = parsed.agg(
         F.count(F.lit(1)).alias("n"),

@@ -48,6 +48,14 @@ def observe_produce_time(df: DataFrame) -> DataFrame:
     )
 
 
+def in_few_tasks(df: DataFrame, tasks: int) -> DataFrame:
+    """``df`` in ``tasks`` tasks (spark.shuffle_partitions), not one per Kafka partition or
+    bronze file: every task pays a fixed cost in code generation (Delta's per-file statistics
+    tracker, the projections outside whole-stage code), which a JFR profile of the demo found
+    to be most of a small micro-batch's work. Fewer, larger files too."""
+    return df.coalesce(tasks)
+
+
 def ensure_table(
     spark: SparkSession, path: Path, schema: StructType, partition_by: tuple[str, ...] = ()
 ) -> DeltaTable:
