@@ -442,6 +442,18 @@ READINGS_QUERIES = {
 }
 
 
+def readings_queries(layers: Sequence[str]) -> tuple[str, ...]:
+    """The queries of ``layers`` that read readings; silver's is the bronze query when both
+    layers run (`jobs.runner.starter_refs`)."""
+    from jobs.runner import WITH_BRONZE, starter_refs
+
+    together = any(ref in WITH_BRONZE for _, ref in starter_refs(layers))
+    names = (q for layer in layers for q in
+             (READINGS_QUERIES["bronze"] if together and layer == "silver"
+              else READINGS_QUERIES.get(layer, ())))
+    return tuple(dict.fromkeys(names))
+
+
 # The sustainable-rate search judges the lag of the slowest of these queries.
 SUSTAIN_PATHS = {
     "all": tuple(q for queries in READINGS_QUERIES.values() for q in queries),
@@ -465,7 +477,7 @@ def live_pipeline(spark: Any, cfg: Config, opts: BenchOptions, tag: str,
 
     Raises after the stop if the pipeline failed meanwhile.
     """
-    from jobs.runner import run_continuous
+    from jobs.runner import run_continuous, starter_refs
     from jobs.topics import create_topics
 
     lake = cfg.paths.data_dir / f"lake-{tag}"
@@ -483,13 +495,13 @@ def live_pipeline(spark: Any, cfg: Config, opts: BenchOptions, tag: str,
             failure.append(exc)
 
     runner = threading.Thread(target=pipeline, name="bench-pipeline", daemon=True)
-    chain = tuple(q for layer in opts.latency_layers for q in READINGS_QUERIES.get(layer, ()))
+    chain = readings_queries(opts.latency_layers)
     sampler = Sampler(pids or _pids(spark, cfg), lake, spark, kafka_client.settings(cfg), topic,
                       chain=chain)
     with sampler:
         runner.start()
         try:
-            _wait_active(spark, len(opts.latency_layers), 90.0)
+            _wait_active(spark, len(starter_refs(opts.latency_layers)), 90.0)
             yield LiveRun(run_cfg, sampler, failure)
         finally:
             stop.set()

@@ -21,6 +21,7 @@ from bronze.transform import from_kafka, from_lines
 from jobs import kafka_client
 from jobs.config import Config
 from jobs.streaming import (
+    BatchFunction,
     checkpoint_query_id,
     ensure_table,
     idempotent_write,
@@ -80,17 +81,29 @@ def read_source(spark: SparkSession, cfg: Config) -> DataFrame:
 
 
 def write_batch(batch: DataFrame, batch_id: int, *, path: Path, checkpoint: Path,
-                tasks: int) -> None:
+                tasks: int, then: BatchFunction | None = None) -> None:
+    """Append the micro-batch to bronze once; then hand the same rows to ``then`` (silver's
+    writer, when silver runs in this query), read from the source once for both."""
+    rows = in_few_tasks(batch, tasks)
+    if then is not None:
+        # Read once for both writes: a second read of the source would also count the
+        # batch's input rows twice in the query's progress.
+        rows = rows.localCheckpoint(eager=True)
     # A bronze table made before key_bytes/value_bytes existed gains them on its next
     # commit (new nullable columns only; nothing already written changes).
-    idempotent_write(in_few_tasks(batch, tasks), path, app_id=checkpoint_query_id(checkpoint),
+    idempotent_write(rows, path, app_id=checkpoint_query_id(checkpoint),
                      batch_id=batch_id, partition_by=("ingest_date",), merge_schema=True)
+    if then is not None:
+        then(rows, batch_id)
 
 
-def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
+def start(spark: SparkSession, cfg: Config, *, trigger: dict,
+          then: BatchFunction | None = None) -> StreamingQuery:
+    """The bronze query; with ``then``, each micro-batch goes on to it after bronze's append
+    (`jobs.silver_job.start_with_bronze`)."""
     path = cfg.paths.table(BRONZE_RAW)
-    # Created here, before the query runs, so that silver (started next) never races the
-    # sink's first commit to create the same table.
+    # Created here, before the query runs, so that a reader of its stream started next never
+    # races the sink's first commit to create the same table.
     ensure_table(spark, path, BRONZE_SCHEMA, ("ingest_date",))
     checkpoint = cfg.paths.checkpoint(QUERY_NAME)
     query = (
@@ -98,7 +111,7 @@ def start(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
         .writeStream.queryName(QUERY_NAME)
         .foreachBatch(stoppable(functools.partial(
             write_batch, path=path, checkpoint=checkpoint,
-            tasks=cfg.spark.shuffle_partitions)))
+            tasks=cfg.spark.shuffle_partitions, then=then)))
         .option("checkpointLocation", str(checkpoint))
         .trigger(**trigger)
         .start()

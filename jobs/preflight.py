@@ -60,7 +60,7 @@ def check(cfg: Config, layers: Sequence[str], *, broker_later: bool = False) -> 
     check_checkpoints(cfg, layers)
     if "gold" in layers:
         check_alerts_layout(cfg)
-    if "silver" in layers:
+    if "silver" in layers and "bronze" not in layers:  # silver's own query (jobs.runner)
         check_silver_restart(cfg)
     if "bronze" in layers and not broker_later:
         cfg = bronze_resume(cfg)

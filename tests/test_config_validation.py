@@ -209,3 +209,15 @@ def test_the_lists_match_the_code_that_uses_them() -> None:
     assert set(TRIGGER_QUERIES) == set(TRIGGER_KEYS.values())
     assert SEVERITY_LEVELS == SEVERITIES
     assert all(isinstance(logging.getLevelName(level), int) for level in LOG_LEVELS)
+
+
+def test_bronze_and_silver_run_as_one_query_only_when_both_layers_run() -> None:
+    from jobs.runner import starter_refs
+
+    both = [ref for _, ref in starter_refs(["bronze", "silver", "gold"])]
+    assert both[0] == "jobs.silver_job:start_with_bronze"
+    assert "jobs.bronze_job:start" not in both and "jobs.silver_job:start" not in both
+    assert "jobs.alerts_job:start_alerts" in both
+    assert [ref for _, ref in starter_refs(["bronze"])] == ["jobs.bronze_job:start"]
+    alone = [ref for _, ref in starter_refs(["silver", "gold"])]
+    assert alone[0] == "jobs.silver_job:start" and "jobs.bronze_job:start" not in alone
