@@ -27,6 +27,7 @@ from jobs.streaming import (
     idempotent_write,
     in_few_tasks,
     observe_produce_time,
+    side_by_side,
     stoppable,
 )
 from jobs.tables import BRONZE_RAW
@@ -82,19 +83,25 @@ def read_source(spark: SparkSession, cfg: Config) -> DataFrame:
 
 def write_batch(batch: DataFrame, batch_id: int, *, path: Path, checkpoint: Path,
                 tasks: int, then: BatchFunction | None = None) -> None:
-    """Append the micro-batch to bronze once; then hand the same rows to ``then`` (silver's
-    writer, when silver runs in this query), read from the source once for both."""
+    """Append the micro-batch to bronze once; with ``then`` (silver's writer, when silver runs
+    in this query), hand it the same rows, read from the source once for both, side by side
+    with the append: the two writes are independent and each is idempotent."""
     rows = in_few_tasks(batch, tasks)
     if then is not None:
         # Read once for both writes: a second read of the source would also count the
         # batch's input rows twice in the query's progress.
         rows = rows.localCheckpoint(eager=True)
-    # A bronze table made before key_bytes/value_bytes existed gains them on its next
-    # commit (new nullable columns only; nothing already written changes).
-    idempotent_write(rows, path, app_id=checkpoint_query_id(checkpoint),
-                     batch_id=batch_id, partition_by=("ingest_date",), merge_schema=True)
-    if then is not None:
-        then(rows, batch_id)
+
+    def bronze() -> None:
+        # A bronze table made before key_bytes/value_bytes existed gains them on its next
+        # commit (new nullable columns only; nothing already written changes).
+        idempotent_write(rows, path, app_id=checkpoint_query_id(checkpoint),
+                         batch_id=batch_id, partition_by=("ingest_date",), merge_schema=True)
+
+    if then is None:
+        bronze()
+    else:
+        side_by_side(batch.sparkSession, bronze, functools.partial(then, rows, batch_id))
 
 
 def start(spark: SparkSession, cfg: Config, *, trigger: dict,

@@ -28,11 +28,9 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from delta.tables import DeltaTable
-from pyspark import inheritable_thread_target
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -46,6 +44,7 @@ from jobs.streaming import (
     ensure_table,
     idempotent_write,
     reset_if_first_batch_uncommitted,
+    side_by_side,
     stoppable,
     table_exists,
 )
@@ -184,14 +183,8 @@ def write_aggregates_batch(batch: DataFrame, batch_id: int, *, cfg: Config) -> N
         def status() -> None:
             write_status_batch(changed.select("sensor_id", "last.*"), batch_id, cfg=cfg)
 
-        # Three independent writes, side by side: one's driver-side planning and commit
-        # overlaps another's tasks. Their jobs keep the stream thread's job group and pool.
-        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="gold-batch") as pool:
-            futures = [pool.submit(inheritable_thread_target(spark)(functools.partial(
-                _timed, name, fn, times))) for name, fn in
-                (("10m", sliding), ("location", locations), ("status", status))]
-            for f in futures:
-                f.result()
+        side_by_side(spark, *(functools.partial(_timed, name, fn, times) for name, fn in
+                              (("10m", sliding), ("location", locations), ("status", status))))
     finally:
         changed.unpersist()
         logger.debug("batch %d: %s (%.1f s)", batch_id,

@@ -8,11 +8,13 @@ import logging
 import shutil
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from delta.tables import DeltaTable
 from py4j.protocol import Py4JJavaError
+from pyspark import inheritable_thread_target
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQueryListener
@@ -274,6 +276,16 @@ class BatchInterrupted(RuntimeError):
 
 
 BatchFunction = Callable[[DataFrame, int], None]
+
+
+def side_by_side(spark: SparkSession, *writes: Callable[[], None]) -> None:
+    """Run independent writes of one micro-batch at once; return when all are done (the first
+    failure is raised). One write's driver-side planning and commit overlaps another's
+    tasks; their jobs keep the stream thread's job group and scheduler pool."""
+    with ThreadPoolExecutor(max_workers=len(writes), thread_name_prefix="batch-write") as pool:
+        futures = [pool.submit(inheritable_thread_target(spark)(w)) for w in writes]
+        for f in futures:
+            f.result()
 
 
 def stoppable(fn: BatchFunction) -> BatchFunction:
