@@ -71,8 +71,8 @@ def write_batch(batch: DataFrame, batch_id: int, *, cfg: Config, owner: str = QU
     if not counts or counts.n == 0:
         return
     t_parse = time.monotonic()
-    # Readings first: the alerts query reads them as soon as the MERGE commits, so the
-    # quarantine append is off the alert path. Both writes are idempotent, in either order.
+    # Readings first: gold_aggregates reads them as soon as the MERGE commits, so the
+    # quarantine append is off its path. Both writes are idempotent, in either order.
     inserted = 0
     query_id = checkpoint_query_id(cfg.paths.checkpoint(owner))
     if counts.n > counts.bad:
