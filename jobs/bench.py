@@ -443,15 +443,12 @@ READINGS_QUERIES = {
 
 
 def readings_queries(layers: Sequence[str]) -> tuple[str, ...]:
-    """The queries of ``layers`` that read readings; silver's is the bronze query when both
-    layers run (`jobs.runner.starter_refs`)."""
-    from jobs.runner import WITH_BRONZE, starter_refs
+    """The queries of ``layers`` that read readings, by the layers the runner starts queries
+    for (`jobs.runner.starter_refs`: with bronze, silver runs inside the bronze query)."""
+    from jobs.runner import starter_refs
 
-    together = any(ref in WITH_BRONZE for _, ref in starter_refs(layers))
-    names = (q for layer in layers for q in
-             (READINGS_QUERIES["bronze"] if together and layer == "silver"
-              else READINGS_QUERIES.get(layer, ())))
-    return tuple(dict.fromkeys(names))
+    run = dict.fromkeys(layer for layer, _ in starter_refs(layers))
+    return tuple(q for layer in run for q in READINGS_QUERIES.get(layer, ()))
 
 
 # The sustainable-rate search judges the lag of the slowest of these queries.

@@ -106,8 +106,8 @@ def write_batch(batch: DataFrame, batch_id: int, *, path: Path, checkpoint: Path
 
 def start(spark: SparkSession, cfg: Config, *, trigger: dict,
           then: BatchFunction | None = None) -> StreamingQuery:
-    """The bronze query; with ``then``, each micro-batch goes on to it after bronze's append
-    (`jobs.silver_job.start_with_bronze`)."""
+    """The bronze query; with ``then``, each micro-batch also goes to it, beside bronze's
+    append (`jobs.silver_job.start_with_bronze`)."""
     path = cfg.paths.table(BRONZE_RAW)
     # Created here, before the query runs, so that a reader of its stream started next never
     # races the sink's first commit to create the same table.

@@ -40,13 +40,13 @@ STARTERS: dict[str, tuple[str, ...]] = {
         "jobs.gold_job:start_alert_dependents",  # reads gold/alerts: after the alert query
     ),
 }
-# With both bronze and silver chosen, one query writes both (`jobs.silver_job.start_with_bronze`):
-# these starters stand in for the two layers' own.
-WITH_BRONZE: tuple[str, ...] = ("jobs.silver_job:start_with_bronze",)
+# With both bronze and silver chosen, one query writes both: this starter stands in for the
+# two layers' own.
+WITH_BRONZE = "jobs.silver_job:start_with_bronze"
 # Each starter's key in streaming.triggers (its micro-batch interval).
 TRIGGER_KEYS: dict[str, str] = {
     "jobs.bronze_job:start": "bronze",
-    "jobs.silver_job:start_with_bronze": "bronze",
+    WITH_BRONZE: "bronze",
     "jobs.silver_job:start": "silver",
     "jobs.realtime_alerts_job:start": "alerts_realtime",
     "jobs.alerts_job:start_alerts": "alerts",
@@ -98,7 +98,7 @@ def parse_layers(text: str) -> list[str]:
 POOLS: dict[str, str] = {
     "jobs.bronze_job:start": "ingest",
     "jobs.silver_job:start": "ingest",
-    "jobs.silver_job:start_with_bronze": "ingest",
+    WITH_BRONZE: "ingest",
     "jobs.realtime_alerts_job:start": "alerts",
     "jobs.alerts_job:start_alerts": "alerts",
 }
@@ -113,7 +113,7 @@ POOLS: dict[str, str] = {
 # order: each layer there reads what the one before it wrote.)
 COLD_START_RANK: dict[str, int] = {
     "jobs.realtime_alerts_job:start": 0, "jobs.alerts_job:start_alerts": 1,
-    "jobs.bronze_job:start": 2, "jobs.silver_job:start_with_bronze": 2,
+    "jobs.bronze_job:start": 2, WITH_BRONZE: 2,
     "jobs.silver_job:start": 3,
 }
 
@@ -144,7 +144,7 @@ def starter_refs(layers: Sequence[str]) -> list[tuple[str, str]]:
     refs = [(layer, ref) for layer in layers for ref in STARTERS[layer]]
     if "bronze" in layers and "silver" in layers:
         rest = [(layer, ref) for layer, ref in refs if layer not in ("bronze", "silver")]
-        refs = [("bronze", ref) for ref in WITH_BRONZE] + rest
+        refs = [("bronze", WITH_BRONZE), *rest]
     return refs
 
 

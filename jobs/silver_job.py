@@ -162,8 +162,8 @@ def _ensure_tables(spark: SparkSession, cfg: Config) -> None:
 
 def start_with_bronze(spark: SparkSession, cfg: Config, *, trigger: dict) -> StreamingQuery:
     """Bronze and silver as one query (the bronze query, its checkpoint): each micro-batch is
-    read from the source once, appended to bronze, then written to silver by `write_batch`,
-    its commits named by the bronze query's id and batch. One query's fixed cost per
+    read from the source once and, side by side, appended to bronze and written to silver by
+    `write_batch`, its commits named by the bronze query's id and batch. One query's fixed cost per
     micro-batch instead of two, and no Delta hop between bronze and silver.
 
     A lake whose silver query had a checkpoint of its own (before silver ran inside bronze)
