@@ -53,6 +53,7 @@ from jobs.streaming import (
     ensure_table,
     holds_no_files,
     in_few_tasks,
+    keep_table_properties,
     marked_write,
     observe_produce_time,
     reset_if_first_batch_uncommitted,
@@ -141,6 +142,7 @@ def ensure_alerts_table(spark: SparkSession, cfg: Config) -> str:
     path = cfg.paths.table(tables.ALERTS)
     if table_exists(spark, path):
         add_resolved_at(spark, path)
+        keep_table_properties(spark, path)
     else:
         ensure_table(spark, path, ALERT_SCHEMA)
     return str(path)

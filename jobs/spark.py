@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from jobs import jvm_archive, parser_jar
+from jobs import jvm_archive, jvm_jar
 from jobs.config import REPO_ROOT, Config
 
 logger = logging.getLogger(__name__)
@@ -38,15 +38,26 @@ def connector_jars(cfg: Config) -> list[Path]:
     return jars
 
 
+LOCAL_LOG_STORE = "lakehouse.storage.LocalListingLogStore"
+# Delta applies a session setting under this prefix to every table it creates, without it.
+TABLE_DEFAULTS = "spark.databricks.delta.properties.defaults."
+
+
+def table_properties(cfg: Config) -> dict[str, str]:
+    """The Delta table properties (names without ``delta.``) every table of the lake holds."""
+    minutes = round(cfg.maintenance.log_retention_hours * 60)
+    return {"logRetentionDuration": f"interval {minutes} minutes"}
+
+
 def spark_conf(cfg: Config) -> dict[str, str]:
     """Every setting build_spark applies; kept separate so it can be inspected and tested."""
     # Local jar paths (spark.jars), never spark.jars.packages: no Ivy download at run time.
-    # Silver's reading parser is built from the repository's source (jobs.parser_jar).
+    # The project's own classes are built from the repository's sources (jobs.jvm_jar).
     try:
-        parser = parser_jar.ensure_jar(cfg)
-    except parser_jar.ParserBuildError as e:
+        own = jvm_jar.ensure_jar(cfg)
+    except jvm_jar.JarBuildError as e:
         raise SparkSetupError(str(e)) from e
-    jars = ",".join(str(j) for j in (*connector_jars(cfg), parser))
+    jars = ",".join(str(j) for j in (*connector_jars(cfg), own))
     java_opts = f"-Dlog4j2.configurationFile={SPARK_LOG4J.as_uri()}"
     # Local mode: the driver JVM is the executor too, so only it takes the class archive.
     driver_opts = " ".join([java_opts, *jvm_archive.java_options(cfg)])
@@ -54,6 +65,10 @@ def spark_conf(cfg: Config) -> dict[str, str]:
         "spark.jars": jars,
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        # Delta's log store for file: paths, whose listing of a `_delta_log` stats only the
+        # files from the last checkpoint on (jobs/jvm/LocalListingLogStore.java): Hadoop's
+        # stats every file of the folder, which made each snapshot update grow with history.
+        "spark.delta.logStore.file.impl": LOCAL_LOG_STORE,
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         "spark.default.parallelism": str(max(2, cfg.spark.shuffle_partitions)),
@@ -76,6 +91,9 @@ def spark_conf(cfg: Config) -> dict[str, str]:
         # Small tables, 2 cores: Delta's default of 50 snapshot partitions only adds tasks.
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.databricks.delta.autoCompact.enabled": "false",
+        # Properties every table gets at creation (Delta's session defaults);
+        # jobs.streaming.ensure_table sets them on a table created before they changed.
+        **{TABLE_DEFAULTS + key: value for key, value in table_properties(cfg).items()},
         "spark.sql.adaptive.enabled": "true",
         # Generated code is cached by its source; the six queries and Delta's own plans hold
         # several hundred distinct classes, and Spark's default of 100 entries made every

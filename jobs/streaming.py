@@ -21,6 +21,8 @@ from pyspark.sql.streaming import StreamingQueryListener
 from pyspark.sql.streaming.listener import JStreamingQueryListener
 from pyspark.sql.types import StructType
 
+from jobs.spark import TABLE_DEFAULTS
+
 logger = logging.getLogger(__name__)
 
 # The observation `observe_produce_time` adds to a query: the Kafka record timestamps (produce
@@ -76,7 +78,25 @@ def ensure_table(
     builder = DeltaTable.createIfNotExists(spark).location(str(path)).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
-    return builder.execute()
+    table = builder.execute()
+    keep_table_properties(spark, path)
+    return table
+
+
+def keep_table_properties(spark: SparkSession, path: Path) -> dict[str, str]:
+    """Give an existing table the session's table-property defaults it lacks or holds other
+    values of (``spark.databricks.delta.properties.defaults.*``, which Delta applies only to
+    tables it creates); one metadata commit, none when it holds them. Returns what changed."""
+    wanted = {"delta." + key[len(TABLE_DEFAULTS):]: value
+              for key, value in spark.conf.getAll.items() if key.startswith(TABLE_DEFAULTS)}
+    held = {row["key"]: row["value"]
+            for row in spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").collect()}
+    changed = {key: value for key, value in wanted.items() if held.get(key) != value}
+    if changed:
+        settings = ", ".join(f"'{key}' = '{value}'" for key, value in sorted(changed.items()))
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({settings})")
+        logger.info("%s: table properties set: %s", path.name, settings)
+    return changed
 
 
 def reset_if_first_batch_uncommitted(checkpoint: Path) -> bool:

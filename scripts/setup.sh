@@ -76,8 +76,8 @@ else
   log "JVM jars up to date"
 fi
 
-# --- Silver's reading parser (silver/jvm/ReadingJson.java), compiled against PySpark's jars
-.venv/bin/python -m jobs.parser_jar || die "could not build silver's reading parser (see above)."
+# --- The project's JVM classes (silver/jvm/, jobs/jvm/), compiled against the Spark and Delta jars
+.venv/bin/python -m jobs.jvm_jar || die "could not build the project's JVM classes (see above)."
 
 # --- Headless Chromium for the dashboard's browser test (Debian package, no browser download)
 if [ ! -x /usr/bin/chromium ]; then

@@ -26,7 +26,7 @@ from silver.schema import (
 )
 
 # Silver's reading parser, a JVM function (silver/jvm/ReadingJson.java, built by
-# jobs/parser_jar.py and on Spark's class path through jobs.spark): one streaming pass over the
+# jobs/jvm_jar.py and on Spark's class path through jobs.spark): one streaming pass over the
 # JSON text per record, where column expressions took several parses and a VARIANT per field.
 PARSER_FUNCTION = "lakehouse_parse_reading"
 PARSER_CLASS = "lakehouse.silver.ReadingJson"

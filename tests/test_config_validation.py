@@ -84,6 +84,8 @@ BAD_OVERRIDES: list[tuple[dict[str, object], str]] = [
      "gold.alert_counts_source: 'bronze' is not one of alerts, silver"),
     ({"maintenance.retention_hours": 24},
      "maintenance.retention_hours: 24.0 must be >= 168 .Delta's VACUUM safety check"),
+    ({"maintenance.log_retention_hours": 24},
+     "maintenance.log_retention_hours: 24.0 must be >= 168 .Delta requires"),
     ({"log_level": "LOUD"},
      "log_level: 'LOUD' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
     ({"alerts.high_temp.critical_above": 25},
