@@ -633,12 +633,6 @@ class MaintenanceConfig:
     log_retention_hours: float = field(default=168.0, metadata={
         "ge": MIN_RETENTION_HOURS,
         "why": "Delta requires delta.logRetentionDuration >= deletedFileRetentionDuration"})
-    # Every table's delta.autoOptimize.autoCompact: after a commit that leaves at least 50
-    # small files in a partition (Delta's autoCompact.minNumFiles), its writer compacts them
-    # in the same thread (a dataChange=false commit, which stream readers skip). Without it a
-    # table written every 5 s gains about 17,000 files a day, and a MERGE reads every file's
-    # statistics of the partitions it touches.
-    auto_compact: bool = True
 
 
 @dataclass(frozen=True)

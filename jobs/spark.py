@@ -46,10 +46,7 @@ TABLE_DEFAULTS = "spark.databricks.delta.properties.defaults."
 def table_properties(cfg: Config) -> dict[str, str]:
     """The Delta table properties (names without ``delta.``) every table of the lake holds."""
     minutes = round(cfg.maintenance.log_retention_hours * 60)
-    # (Delta's session setting spark.databricks.delta.autoCompact.enabled, when set, would
-    # override every table's autoCompact property: it is left unset.)
-    return {"logRetentionDuration": f"interval {minutes} minutes",
-            "autoOptimize.autoCompact": str(cfg.maintenance.auto_compact).lower()}
+    return {"logRetentionDuration": f"interval {minutes} minutes"}
 
 
 def spark_conf(cfg: Config) -> dict[str, str]:
@@ -93,6 +90,7 @@ def spark_conf(cfg: Config) -> dict[str, str]:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Small tables, 2 cores: Delta's default of 50 snapshot partitions only adds tasks.
         "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.databricks.delta.autoCompact.enabled": "false",
         # Properties every table gets at creation (Delta's session defaults);
         # jobs.streaming.ensure_table sets them on a table created before they changed.
         **{TABLE_DEFAULTS + key: value for key, value in table_properties(cfg).items()},

@@ -14,7 +14,7 @@ import pytest
 from delta.tables import DeltaTable
 
 from jobs.spark import LOCAL_LOG_STORE, table_properties
-from jobs.streaming import committed_batch, ensure_table, idempotent_write, keep_table_properties
+from jobs.streaming import ensure_table, keep_table_properties
 
 RETENTION = "delta.logRetentionDuration"
 
@@ -103,24 +103,3 @@ def test_log_entries_past_the_retention_are_removed_at_a_checkpoint(
     assert DeltaTable.forPath(spark, str(path)).history().count() == 2  # history: 20, 21
     with pytest.raises(Exception, match="(?i)time travel|version"):  # older versions are gone
         table.option("versionAsOf", 12).load(str(path)).count()
-
-
-def test_small_files_are_compacted_by_their_writer_and_stream_readers_skip_it(
-    spark, table_dir: Path, tmp_path: Path  # noqa: ANN001
-) -> None:
-    path = table_dir / "t"
-    ensure_table(spark, path, spark.range(1).schema)
-    assert _properties(spark, path)["delta.autoOptimize.autoCompact"] == "true"
-    for i in range(55):  # a file a batch: Delta compacts once 50 small ones are there
-        assert idempotent_write(spark.range(i, i + 1).coalesce(1), path, app_id="w", batch_id=i)
-    history = DeltaTable.forPath(spark, str(path)).history().select("operation").collect()
-    assert sum(r.operation == "OPTIMIZE" for r in history) >= 1
-    assert len(spark.read.format("delta").load(str(path)).inputFiles()) < 55
-    assert committed_batch(spark, path, "w") == 54  # markers found past the compaction
-    assert not idempotent_write(spark.range(54, 55), path, app_id="w", batch_id=54)
-    query = (spark.readStream.format("delta").load(str(path)).writeStream.format("memory")
-             .queryName("compacted_reader").option("checkpointLocation", str(tmp_path / "cp"))
-             .trigger(availableNow=True).start())
-    query.awaitTermination(120)
-    rows = sorted(r.id for r in spark.sql("SELECT id FROM compacted_reader").collect())
-    assert rows == list(range(55))  # each row once: the compaction's rewrite is not read
