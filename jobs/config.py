@@ -627,7 +627,7 @@ class MaintenanceConfig:
     # Every table's delta.logRetentionDuration: Delta removes log entries older than this at
     # each checkpoint. It bounds time travel (no version older than it can be read) and how
     # far a stopped reader of a table (gold reading silver) can fall behind and still resume;
-    # Delta's default, 30 days, lets a table's `_delta_log` grow to about a million entries
+    # Delta's default, 30 days, lets a table's `_delta_log` grow to about two million entries
     # at a 5 s trigger. Delta refuses less than the table's deletedFileRetentionDuration
     # (7 days by default), past which VACUUM may remove old versions' files anyway.
     log_retention_hours: float = field(default=168.0, metadata={

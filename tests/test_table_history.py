@@ -1,4 +1,4 @@
-"""A table's history costs its writers nothing as it grows: the log is listed from its last
+"""A table's history costs its writers little as it grows: the log is listed from its last
 checkpoint by name, and log entries older than the configured retention are removed.
 
 Real Delta tables in a temporary folder, written through the session `build_spark` makes.
