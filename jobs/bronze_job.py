@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -19,10 +20,11 @@ from pyspark.sql.streaming import StreamingQuery
 from bronze.schema import BRONZE_SCHEMA
 from bronze.transform import from_kafka, from_lines
 from jobs import kafka_client
-from jobs.config import Config
+from jobs.config import Config, MaintenanceConfig
 from jobs.streaming import (
     BatchFunction,
     checkpoint_query_id,
+    compact_partitions,
     ensure_table,
     idempotent_write,
     in_few_tasks,
@@ -82,10 +84,13 @@ def read_source(spark: SparkSession, cfg: Config) -> DataFrame:
 
 
 def write_batch(batch: DataFrame, batch_id: int, *, path: Path, checkpoint: Path,
-                tasks: int, then: BatchFunction | None = None) -> None:
+                tasks: int, maintenance: MaintenanceConfig | None = None,
+                then: BatchFunction | None = None) -> None:
     """Append the micro-batch to bronze once; with ``then`` (silver's writer, when silver runs
     in this query), hand it the same rows, read from the source once for both, side by side
-    with the append: the two writes are independent and each is idempotent."""
+    with the append: the two writes are independent and each is idempotent. With
+    ``maintenance``, every few batches the append is followed by a compaction of the
+    partitions it writes to (today's and yesterday's, by processing time)."""
     rows = in_few_tasks(batch, tasks)
     if then is not None:
         # Read once for both writes: a second read of the source would also count the
@@ -97,6 +102,12 @@ def write_batch(batch: DataFrame, batch_id: int, *, path: Path, checkpoint: Path
         # commit (new nullable columns only; nothing already written changes).
         idempotent_write(rows, path, app_id=checkpoint_query_id(checkpoint),
                          batch_id=batch_id, partition_by=("ingest_date",), merge_schema=True)
+        if maintenance is not None:
+            today = datetime.now(UTC).date()
+            compact_partitions(rows.sparkSession, path, "ingest_date",
+                               (today - timedelta(days=1), today), batch_id=batch_id,
+                               every=maintenance.compact_every_batches,
+                               below_mb=maintenance.compact_below_mb)
 
     if then is None:
         bronze()
@@ -118,7 +129,7 @@ def start(spark: SparkSession, cfg: Config, *, trigger: dict,
         .writeStream.queryName(QUERY_NAME)
         .foreachBatch(stoppable(functools.partial(
             write_batch, path=path, checkpoint=checkpoint,
-            tasks=cfg.spark.shuffle_partitions, then=then)))
+            tasks=cfg.spark.shuffle_partitions, maintenance=cfg.maintenance, then=then)))
         .option("checkpointLocation", str(checkpoint))
         .trigger(**trigger)
         .start()

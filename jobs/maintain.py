@@ -19,6 +19,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from jobs.config import Config, MaintenanceConfig
+from jobs.streaming import is_write_conflict
 from jobs.tables import VIEWS
 
 logger = logging.getLogger(__name__)
@@ -83,8 +84,7 @@ def maintain_table(spark: SparkSession, path: Path, mcfg: MaintenanceConfig) -> 
                     table.optimize().executeCompaction()
                     break
                 except Exception as exc:  # concurrent MERGE touched the same files
-                    if "Concurrent" not in type(exc).__name__ + str(exc)[:300] \
-                            or attempt == OPTIMIZE_ATTEMPTS:
+                    if not is_write_conflict(exc) or attempt == OPTIMIZE_ATTEMPTS:
                         raise
                     logger.warning("OPTIMIZE %s conflicted with a writer; retry %d", path.name,
                                    attempt)

@@ -28,6 +28,7 @@ from jobs.config import Config
 from jobs.registry import read_registry, sync_registry
 from jobs.streaming import (
     checkpoint_query_id,
+    compact_partitions,
     ensure_table,
     holds_no_files,
     idempotent_write,
@@ -90,6 +91,9 @@ def write_batch(batch: DataFrame, batch_id: int, *, cfg: Config, owner: str = QU
         else:
             inserted = _merge_new(spark, cfg, readings, sorted(counts.dates), counts.lo,
                                   counts.hi)
+        compact_partitions(spark, path, "event_date", counts.dates, batch_id=batch_id,
+                           every=cfg.maintenance.compact_every_batches,
+                           below_mb=cfg.maintenance.compact_below_mb)
     t_merge = time.monotonic()
     if counts.bad:
         idempotent_write(quarantine_rows(parsed), cfg.paths.table(QUARANTINE),

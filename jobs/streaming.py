@@ -7,8 +7,9 @@ import json
 import logging
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +285,56 @@ def marked_write(
     version = _latest_version(path / "_delta_log")
     with _COMMITTED_LOCK:
         _COMMITTED[key] = (batch_id, version)
+
+
+def is_write_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is Delta's optimistic-concurrency conflict (another commit touched the
+    files this one read), which a retry or a skip resolves."""
+    return "Concurrent" in type(exc).__name__ + str(exc)[:300]
+
+
+def compact_partitions(spark: SparkSession, path: Path, column: str, dates: Iterable[date], *,
+                       batch_id: int, every: int, below_mb: float) -> int:
+    """A live writer's own compaction, on every ``every``-th batch (0: never): OPTIMIZE the
+    partitions ``dates`` of ``column`` it writes, bin-packing only the files smaller than
+    ``below_mb``. Returns how many files it replaced.
+
+    A table written every trigger gains a file per task and batch (17,000 a day at 5 s), and
+    a MERGE or a reader of a partition pays for each file's entry. Files already compacted
+    past ``below_mb`` are left alone, so one compaction rewrites at most that much plus the
+    new small files, however large the partition has grown. The commit has dataChange=false:
+    stream readers of the table skip it, and the writer's batch markers stay in the history.
+    Run by the writer after its own commit, so it never conflicts with it.
+    """
+    wanted = sorted(set(dates))
+    if every <= 0 or (batch_id + 1) % every or not wanted:
+        return 0
+    # Delta's session setting (the files OPTIMIZE takes); a micro-batch's session is the
+    # query's own clone, so `lakehouse maintain` keeps Delta's default.
+    spark.conf.set("spark.databricks.delta.optimize.minFileSize", str(int(below_mb * 2**20)))
+    log = path / "_delta_log"
+    before = _latest_version(log)
+    in_dates = ", ".join(f"DATE'{d.isoformat()}'" for d in wanted)
+    try:
+        metrics = (DeltaTable.forPath(spark, str(path)).optimize()
+                   .where(f"{column} IN ({in_dates})").executeCompaction().first())
+    except Exception as exc:
+        if not is_write_conflict(exc):
+            raise
+        # `lakehouse maintain` compacted the same files first: nothing is lost by skipping.
+        logger.warning("%s: compaction skipped, a concurrent OPTIMIZE won", path.name)
+        return 0
+    removed = int(metrics["metrics"]["numFilesRemoved"]) if metrics is not None else 0
+    if removed:
+        after = _latest_version(log)
+        # The writers' markers are unchanged by this commit: the cache stays valid across it.
+        with _COMMITTED_LOCK:
+            for key, (batch, version) in list(_COMMITTED.items()):
+                if key[0] == str(path) and version == before:
+                    _COMMITTED[key] = (batch, after)
+        logger.info("%s: compacted %d small files of %s into %d", path.name, removed,
+                    in_dates, int(metrics["metrics"]["numFilesAdded"]))
+    return removed
 
 
 # What a JVM call inside a micro-batch raises when query.stop() interrupts it.

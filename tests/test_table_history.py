@@ -1,20 +1,24 @@
 """A table's history costs its writers little as it grows: the log is listed from its last
-checkpoint by name, and log entries older than the configured retention are removed.
+checkpoint by name, log entries older than the configured retention are removed, and a live
+writer compacts the small files of the partitions it writes.
 
 Real Delta tables in a temporary folder, written through the session `build_spark` makes.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from pathlib import Path
 
 import pytest
 from delta.tables import DeltaTable
+from pyspark.sql import functions as F
 
+from jobs import streaming
 from jobs.spark import LOCAL_LOG_STORE, table_properties
-from jobs.streaming import ensure_table, keep_table_properties
+from jobs.streaming import compact_partitions, ensure_table, idempotent_write, keep_table_properties
 
 RETENTION = "delta.logRetentionDuration"
 
@@ -103,3 +107,47 @@ def test_log_entries_past_the_retention_are_removed_at_a_checkpoint(
     assert DeltaTable.forPath(spark, str(path)).history().count() == 2  # history: 20, 21
     with pytest.raises(Exception, match="(?i)time travel|version"):  # older versions are gone
         table.option("versionAsOf", 12).load(str(path)).count()
+
+
+def _files(spark, path: Path, day: dt.date) -> int:  # noqa: ANN001
+    """The data files the table's current version holds in the partition ``day``."""
+    table = spark.read.format("delta").load(str(path)).where(F.col("day") == F.lit(day))
+    return table.select(F.input_file_name()).distinct().count()
+
+
+def test_a_live_writer_compacts_the_partitions_it_writes(spark, table_dir: Path) -> None:  # noqa: ANN001
+    session = spark.newSession()  # the setting compact_partitions makes stays in this one
+    path = table_dir / "t"
+    today, other = dt.date(2026, 12, 3), dt.date(2026, 12, 1)
+
+    def batch(i: int):  # noqa: ANN202 - two files per batch: one per partition
+        return session.createDataFrame([(i, today), (100 + i, other)], "id INT, day DATE")
+
+    replaced = []
+    for i in range(6):
+        assert idempotent_write(batch(i), path, app_id="w", batch_id=i, partition_by=("day",))
+        replaced.append(compact_partitions(session, path, "day", [today], batch_id=i, every=3,
+                                           below_mb=16))
+    assert replaced == [0, 0, 3, 0, 0, 4]  # batches 2 and 5: three new files, then 3 + 1
+    assert _files(session, path, today) == 1
+    assert _files(session, path, other) == 6  # a partition not named is left alone
+    rows = sorted(r.id for r in session.read.format("delta").load(str(path)).collect())
+    assert rows == list(range(6)) + list(range(100, 106))
+    # A stream reader of the table sees every row once: the compactions change no data.
+    seen = (session.readStream.format("delta").load(str(path)).writeStream
+            .format("memory").queryName("compacted_table_stream").trigger(availableNow=True)
+            .start())
+    seen.awaitTermination(120)
+    assert sorted(r.id for r in session.table("compacted_table_stream").collect()) == rows
+    # A replay of the last batch is still recognised, from this process's memory and from
+    # the table's history (a restarted process), across the compaction commit.
+    assert not idempotent_write(batch(5), path, app_id="w", batch_id=5, partition_by=("day",))
+    streaming._COMMITTED.clear()  # noqa: SLF001
+    assert not idempotent_write(batch(5), path, app_id="w", batch_id=5, partition_by=("day",))
+    version = _version(session, path)
+    # Files above the size bound are not rewritten; every=0 never compacts.
+    assert compact_partitions(session, path, "day", [other], batch_id=8, every=3,
+                              below_mb=1e-6) == 0
+    assert compact_partitions(session, path, "day", [other], batch_id=8, every=0,
+                              below_mb=16) == 0
+    assert _version(session, path) == version
