@@ -244,6 +244,7 @@ class Sampler:
                         "name": p["name"], "batch": int(p["batchId"]),
                         "rows": int(p["numInputRows"]),
                         "ms": int(p["durationMs"].get("triggerExecution", 0)),
+                        "t": time.monotonic() - self.started_at,
                     }
             if q.name == "bronze" and q.lastProgress:
                 offsets = q.lastProgress["sources"][0]["endOffset"]
@@ -544,7 +545,7 @@ def latency_run(spark: Any, cfg: Config, opts: BenchOptions, rate: float,
         "achieved_rate": produced.rate,
         "silver": silver_latency(spark, run_cfg, t_start),
         "alert": alert_latency(spark, run_cfg, t_start),
-        "batches": batch_stats(list(sampler.batches.values())),
+        "batches": batch_stats(list(sampler.batches.values()), produced.seconds),
         "samples": sampler.samples, "cost": asdict(sampler.cost),
     }
     lags = [s["lag"] for s in sampler.samples if "lag" in s]
@@ -807,12 +808,34 @@ def alert_latency(spark: Any, cfg: Config, since_epoch_s: float) -> dict[str, An
     return {**_pcts(lat), "probes": len(readings), "alerts_seen": len(alerts)}
 
 
-def batch_stats(batches: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+# A run at least this long also reports its batch durations period by period (goal: the
+# last period's equal the first's), in hours from two hours on, else in quarters of the run.
+PERIODS_FROM_S = 1200.0
+
+
+def period_seconds(run_s: float) -> float:
+    return 3600.0 if run_s >= 7200.0 else run_s / 4
+
+
+def batch_stats(batches: list[dict[str, Any]], run_s: float = 0.0) -> dict[str, dict[str, Any]]:
+    """Per query: batch count, rows and duration percentiles (seconds); for a run of at least
+    ``PERIODS_FROM_S``, also the p50 duration of each period of the run (``periods``, None for
+    a period without a batch), a batch counted in the period it was first seen, from the
+    pipeline's start."""
     out = {}
+    period = period_seconds(run_s) if run_s >= PERIODS_FROM_S else 0.0
     for name in sorted({b["name"] for b in batches}):
-        ms = [b["ms"] / 1000 for b in batches if b["name"] == name]
-        rows = [b["rows"] for b in batches if b["name"] == name]
-        out[name] = {"batches": len(ms), "rows": sum(rows), **_pcts(ms)}
+        mine = [b for b in batches if b["name"] == name]
+        ms = [b["ms"] / 1000 for b in mine]
+        out[name] = {"batches": len(ms), "rows": sum(b["rows"] for b in mine), **_pcts(ms)}
+        if period:
+            n = max(1, round(run_s / period))
+            by: list[list[float]] = [[] for _ in range(n)]
+            for b in mine:  # the drain after the last period is not part of the run
+                if (i := int(b.get("t", 0.0) // period)) < n:
+                    by[i].append(b["ms"] / 1000)
+            out[name]["period_s"] = period
+            out[name]["periods"] = [_pcts(v)["p50"] for v in by]
     return out
 
 
@@ -1046,6 +1069,23 @@ def latency_tables(r: dict[str, Any]) -> list[str]:
                    "| query | batches | rows | p50 | p95 | max |", "|---|---|---|---|---|---|"]
             md += [f"| {q} | {b['batches']} | {b['rows']:,} | {_f(b['p50'], 2)} | "
                    f"{_f(b['p95'], 2)} | {_f(b['max'], 2)} |" for q, b in lat["batches"].items()]
+            md += period_table(lat["batches"])
+    return md
+
+
+def period_table(batches: dict[str, dict[str, Any]]) -> list[str]:
+    """Batch p50 period by period of a long run, and the last period's over the first's."""
+    timed = {q: b for q, b in batches.items() if b.get("periods")}
+    if not timed:
+        return []
+    period, n = next(iter(timed.values()))["period_s"], len(next(iter(timed.values()))["periods"])
+    md = ["", f"Batch duration p50 by period of {period / 60:,.0f} min (seconds):", "",
+          "| query | " + " | ".join(f"{i + 1}" for i in range(n)) + " | last/first |",
+          "|---|" + "---|" * (n + 1)]
+    for q, b in timed.items():
+        ps = b["periods"]
+        ratio = f"{ps[-1] / ps[0]:.2f}" if ps[0] and ps[-1] is not None else "-"
+        md.append(f"| {q} | " + " | ".join(_f(p, 2) for p in ps) + f" | {ratio} |")
     return md
 
 

@@ -47,6 +47,35 @@ def _sawtooth(rate: float, throughput: float, seconds: int, batch_s: int = 20) -
     return points
 
 
+def test_a_long_run_reports_batch_durations_period_by_period() -> None:
+    # A batch every 10 s for 8 h (and a drain after it); bronze's batches slow down from
+    # 1 s to 1.5 s over the run, gold's stay at 3 s.
+    batches = [{"name": "bronze", "rows": 10, "ms": 1000 + t * 500 // 28_800, "t": float(t)}
+               for t in range(0, 29_000, 10)]
+    batches += [{"name": "gold", "rows": 5, "ms": 3000, "t": float(t)}
+                for t in range(0, 28_800, 30)]
+    stats = bench.batch_stats(batches, run_s=28_800.0)
+    assert stats["bronze"]["period_s"] == 3600.0
+    p = stats["bronze"]["periods"]
+    assert len(p) == 8 and p == sorted(p) and p[0] < 1.1 and 1.4 < p[-1] < 1.5
+    assert stats["gold"]["periods"] == [3.0] * 8
+    assert stats["bronze"]["batches"] == 2900  # the overall figures keep the drain
+    table = "\n".join(bench.period_table(stats))
+    assert "by period of 60 min" in table and "| gold | 3.00 |" in table
+    assert f"| {p[-1] / p[0]:.2f} |" in table
+
+
+def test_a_short_run_or_a_missing_period_is_reported_as_such() -> None:
+    batches = [{"name": "bronze", "rows": 1, "ms": 2000, "t": float(t)} for t in range(0, 60)]
+    assert "periods" not in bench.batch_stats(batches, run_s=180.0)["bronze"]
+    assert bench.period_table(bench.batch_stats(batches, run_s=180.0)) == []
+    late = [{"name": "gold", "rows": 1, "ms": 2000, "t": 1500.0},  # nothing before minute 25
+            {"name": "gold", "rows": 1, "ms": 9000, "t": 2500.0}]  # the drain, after the run
+    stats = bench.batch_stats(late, run_s=2400.0)
+    assert stats["gold"]["periods"] == [None, None, 2.0, None]
+    assert "| gold | – | – | 2.00 | – | - |" in "\n".join(bench.period_table(stats))
+
+
 def test_lag_verdict_holds_for_a_pipeline_that_keeps_up() -> None:
     v = bench.lag_verdict(_sawtooth(1000, 1200, 420), 1000, start_s=120, window_s=300)
     assert v.bounded
