@@ -16,6 +16,7 @@ import base64
 import ipaddress
 import logging
 import os
+import random
 import secrets
 import signal
 import socket
@@ -117,13 +118,44 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections (Linux default 32768-60999)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[:2]
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port_pair(host: str = "127.0.0.1") -> int:
-    """A port p such that p and p+1 (the controller) are both free on ``host``."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port < 65535 and not port_open(host, port + 1, 0.1):
+    """A port p such that p and p+1 (the controller) can both be bound on ``host`` now.
+
+    Chosen below the kernel's ephemeral range where there is room: a port handed out by
+    ``bind(0)`` comes from the same range as outgoing connections, so any client (Spark, a
+    Kafka producer) could take p+1 between this check and the broker's bind, which CI saw as
+    "Address already in use" at the controller's start.
+    """
+    low, _ = _ephemeral_range()
+    span = (max(1024, low - 16384), low - 2) if low - 2 > 4096 else None
+    rng = random.SystemRandom()
+    for _ in range(200):
+        if span is not None:
+            port = rng.randint(*span)
+        else:
+            with socket.socket() as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+        if port < 65535 and _bindable(host, port) and _bindable(host, port + 1):
             return port
     raise BrokerError(f"no free pair of ports on {host}")
 
