@@ -145,6 +145,7 @@ class Cost:
     broker_peak_rss_mb: float = 0.0
     jvm_cpu_cores: float = 0.0            # CPU seconds / wall seconds
     workers_cpu_cores: float = 0.0
+    driver_cpu_cores: float = 0.0         # the Python driver: py4j calls, the bench's sampler
     broker_cpu_cores: float = 0.0
     machine_busy_pct: float = 0.0
     files_written: int = 0
@@ -195,6 +196,7 @@ class Sampler:
                                        _status_kb(self.pids["broker"], "VmRSS") / 1024)
             c.broker_cpu_cores = (_cpu_s(self.pids["broker"]) - self._cpu0["broker"]) / wall
         c.jvm_cpu_cores = (_cpu_s(self.pids["jvm"]) - self._cpu0["jvm"]) / wall
+        c.driver_cpu_cores = (_cpu_s(self.pids["driver"]) - self._cpu0["driver"]) / wall
         c.workers_cpu_cores = sum(
             cpu - self._worker_cpu0.get(pid, 0.0) for pid, cpu in self._worker_cpu.items()
         ) / wall
@@ -228,8 +230,7 @@ class Sampler:
             "t": time.monotonic() - self.started_at,
             "jvm_rss_mb": _status_kb(self.pids["jvm"], "VmRSS") / 1024,
             "workers_rss_mb": workers_rss,
-            "files": count_files(self.files_root),
-        }
+        }  # files are counted at the start and the end only: a walk of the lake grows with it
         if self.spark is not None:
             row.update(self._progress())
         self.samples.append(row)
@@ -245,6 +246,11 @@ class Sampler:
                         "rows": int(p["numInputRows"]),
                         "ms": int(p["durationMs"].get("triggerExecution", 0)),
                         "t": time.monotonic() - self.started_at,
+                        "phases_ms": {k: int(v) for k, v in p["durationMs"].items()},
+                        "state_rows": sum(int(op.get("numRowsTotal") or 0)
+                                          for op in p.get("stateOperators") or []),
+                        "state_bytes": sum(int(op.get("memoryUsedBytes") or 0)
+                                           for op in p.get("stateOperators") or []),
                     }
             if q.name == "bronze" and q.lastProgress:
                 offsets = q.lastProgress["sources"][0]["endOffset"]
@@ -546,6 +552,8 @@ def latency_run(spark: Any, cfg: Config, opts: BenchOptions, rate: float,
         "silver": silver_latency(spark, run_cfg, t_start),
         "alert": alert_latency(spark, run_cfg, t_start),
         "batches": batch_stats(list(sampler.batches.values()), produced.seconds),
+        # every micro-batch's phases and state size, for reading a long run's growth afterwards
+        "batch_log": sorted(sampler.batches.values(), key=lambda b: b["t"]),
         "samples": sampler.samples, "cost": asdict(sampler.cost),
     }
     lags = [s["lag"] for s in sampler.samples if "lag" in s]
@@ -819,9 +827,9 @@ def period_seconds(run_s: float) -> float:
 
 def batch_stats(batches: list[dict[str, Any]], run_s: float = 0.0) -> dict[str, dict[str, Any]]:
     """Per query: batch count, rows and duration percentiles (seconds); for a run of at least
-    ``PERIODS_FROM_S``, also the p50 duration of each period of the run (``periods``, None for
-    a period without a batch), a batch counted in the period it was first seen, from the
-    pipeline's start."""
+    ``PERIODS_FROM_S``, also the p50 duration and p50 rows of each period of the run
+    (``periods``, ``rows_periods``; None for a period without a batch), a batch counted in the
+    period it was first seen, from the pipeline's start."""
     out = {}
     period = period_seconds(run_s) if run_s >= PERIODS_FROM_S else 0.0
     for name in sorted({b["name"] for b in batches}):
@@ -831,11 +839,14 @@ def batch_stats(batches: list[dict[str, Any]], run_s: float = 0.0) -> dict[str, 
         if period:
             n = max(1, round(run_s / period))
             by: list[list[float]] = [[] for _ in range(n)]
+            rows: list[list[float]] = [[] for _ in range(n)]
             for b in mine:  # the drain after the last period is not part of the run
                 if (i := int(b.get("t", 0.0) // period)) < n:
                     by[i].append(b["ms"] / 1000)
+                    rows[i].append(float(b["rows"]))
             out[name]["period_s"] = period
             out[name]["periods"] = [_pcts(v)["p50"] for v in by]
+            out[name]["rows_periods"] = [_pcts(v)["p50"] for v in rows]
     return out
 
 
@@ -940,6 +951,11 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
             f"p99 {_f(s['p99'], 2)} s (n {s['n']:,}); produce->alert p50 {_f(a['p50'], 2)} s "
             f"p95 {_f(a['p95'], 2)} s p99 {_f(a['p99'], 2)} s (n {a['n']:,} of {a['probes']:,} "
             f"probes); max lag {_f(lat['max_lag'])}, final lag {_f(lat['final_lag'])}")
+        c = lat["cost"]
+        lines.append(
+            f"cores at {lat['rate']:,.0f}/s: JVM {c['jvm_cpu_cores']:.2f}, Python workers "
+            f"{c['workers_cpu_cores']:.2f}, driver {c.get('driver_cpu_cores', 0.0):.2f}, broker "
+            f"{c['broker_cpu_cores']:.2f}; machine {c['machine_busy_pct']:.0f} % busy")
     lines += reference_lines(r)
     if "sustain" in r:
         lines.append(sustain_line(r["sustain"]))
@@ -1086,6 +1102,11 @@ def period_table(batches: dict[str, dict[str, Any]]) -> list[str]:
         ps = b["periods"]
         ratio = f"{ps[-1] / ps[0]:.2f}" if ps[0] and ps[-1] is not None else "-"
         md.append(f"| {q} | " + " | ".join(_f(p, 2) for p in ps) + f" | {ratio} |")
+    md += ["", "Rows per batch p50 by the same periods (a slower batch also gathers more rows, so "
+           "a duration that grows at constant rows is the cost per batch growing):", "",
+           "| query | " + " | ".join(f"{i + 1}" for i in range(n)) + " |", "|---|" + "---|" * n]
+    for q, b in timed.items():
+        md.append(f"| {q} | " + " | ".join(_f(r, 0) for r in b.get("rows_periods", [])) + " |")
     return md
 
 

@@ -63,6 +63,8 @@ def test_a_long_run_reports_batch_durations_period_by_period() -> None:
     table = "\n".join(bench.period_table(stats))
     assert "by period of 60 min" in table and "| gold | 3.00 |" in table
     assert f"| {p[-1] / p[0]:.2f} |" in table
+    assert stats["gold"]["rows_periods"] == [5.0] * 8
+    assert "| gold | 5 | 5 | 5 | 5 | 5 | 5 | 5 | 5 |" in table
 
 
 def test_a_short_run_or_a_missing_period_is_reported_as_such() -> None:
