@@ -50,6 +50,7 @@ from jobs.streaming import (
     ProgressJsonListener,
     checkpoint_query_id,
     committed_batch,
+    compact_partitions,
     ensure_table,
     holds_no_files,
     in_few_tasks,
@@ -317,7 +318,10 @@ def deliver_alerts(spark: SparkSession, cfg: Config, publisher: AlertPublisher,
             merge_resolutions(spark, path, in_table)
             merge_s = time.monotonic() - t0
         if new:
-            df = spark.createDataFrame([tuple(a[k] for k in names) for a in new], ALERT_SCHEMA)
+            # One file per append: a batch's alerts are few, and every file is an entry each
+            # later lookup, MERGE and reader of the table pays for.
+            df = spark.createDataFrame([tuple(a[k] for k in names) for a in new],
+                                       ALERT_SCHEMA).coalesce(1)
             if batch:
                 marked_write(df, path, app_id=batch[0], batch_id=batch[1], committed=committed)
             else:
@@ -407,6 +411,10 @@ def write_alerts_batch(batch: DataFrame, batch_id: int, *, cfg: Config,
         logger.info("alerts batch %d: %d alerts, %d new (published) (rules %.1f s, "
                     "publish and write %.1f s)", batch_id, unique, new, t_rules - t0,
                     time.monotonic() - t_rules)
+    with _DELIVERY:  # not beside the watchdog's MERGE of resolutions, which reads the files
+        compact_partitions(batch.sparkSession, cfg.paths.table(tables.ALERTS), None,
+                           batch_id=batch_id, every=cfg.maintenance.compact_every_batches,
+                           below_mb=cfg.maintenance.compact_below_mb)
 
 
 def silent_fleet_offline(spark: SparkSession, cfg: Config, *, anchor_ms: int,

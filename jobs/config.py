@@ -633,10 +633,10 @@ class MaintenanceConfig:
     log_retention_hours: float = field(default=168.0, metadata={
         "ge": MIN_RETENTION_HOURS,
         "why": "Delta requires delta.logRetentionDuration >= deletedFileRetentionDuration"})
-    # The live writers of bronze and silver (partitioned, a commit every trigger) compact the
-    # partitions they write on every compact_every_batches-th batch (0: never), files below
-    # compact_below_mb only (`jobs.streaming.compact_partitions`); `lakehouse maintain`
-    # compacts everything else.
+    # The live appenders (bronze and silver: the partitions they write; gold/alerts and
+    # gold/pipeline_metrics: the whole table) compact on every compact_every_batches-th batch
+    # or flush (0: never), files below compact_below_mb only
+    # (`jobs.streaming.compact_partitions`); `lakehouse maintain` compacts everything else.
     compact_every_batches: int = field(default=50, metadata={"ge": 0})
     compact_below_mb: float = field(default=16.0, metadata={"gt": 0})
 

@@ -48,6 +48,7 @@ from jobs.streaming import (
     PRODUCE_MIN_MS,
     PRODUCE_OBSERVATION,
     ProgressJsonListener,
+    compact_partitions,
 )
 from jobs.tables import PIPELINE_METRICS
 
@@ -181,10 +182,15 @@ class MetricsListener(ProgressJsonListener):
 class MetricsRecorder:
     """Owns the buffer, the listener and the flushing thread for one SparkSession."""
 
-    def __init__(self, spark: SparkSession, table: Path, *, flush_s: float = 5.0) -> None:
+    def __init__(self, spark: SparkSession, table: Path, *, flush_s: float = 5.0,
+                 compact_every: int = 0, compact_below_mb: float = 16.0) -> None:
         self.spark = spark
         self.table = table
         self.flush_s = flush_s
+        # Every compact_every-th flush compacts the table's small files (one a flush).
+        self.compact_every = compact_every
+        self.compact_below_mb = compact_below_mb
+        self._compact_session: SparkSession | None = None
         self._buffer: deque[dict[str, Any]] = deque(maxlen=MAX_BUFFERED)
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -235,7 +241,20 @@ class MetricsRecorder:
             self.rows_written += len(rows)
             self.flushes += 1
             logger.debug("metrics: %d rows appended to %s", len(rows), self.table)
+            self._compact()
             return len(rows)
+
+    def _compact(self) -> None:
+        if self.compact_every <= 0 or self.flushes % self.compact_every:
+            return
+        if self._compact_session is None:  # compaction's file-size setting stays in its own
+            self._compact_session = self.spark.newSession()
+        try:
+            compact_partitions(self._compact_session, self.table, None,
+                               batch_id=self.flushes - 1, every=self.compact_every,
+                               below_mb=self.compact_below_mb)
+        except Exception:  # the rows are written; the next compaction takes these files too
+            logger.warning("metrics: compaction of %s failed", self.table, exc_info=True)
 
     def _drain_listener_bus(self, timeout_s: float) -> None:
         """Wait until Spark has delivered every pending event (the last batches' progress)."""
@@ -266,4 +285,6 @@ class MetricsRecorder:
 def start_recording(spark: SparkSession, cfg: Config) -> MetricsRecorder:
     """Register the listener on `spark` and start flushing to gold/pipeline_metrics."""
     return MetricsRecorder(spark, cfg.paths.table(PIPELINE_METRICS),
-                           flush_s=cfg.streaming.metrics_flush_s).start()
+                           flush_s=cfg.streaming.metrics_flush_s,
+                           compact_every=cfg.maintenance.compact_every_batches,
+                           compact_below_mb=cfg.maintenance.compact_below_mb).start()

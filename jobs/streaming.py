@@ -293,11 +293,13 @@ def is_write_conflict(exc: BaseException) -> bool:
     return "Concurrent" in type(exc).__name__ + str(exc)[:300]
 
 
-def compact_partitions(spark: SparkSession, path: Path, column: str, dates: Iterable[date], *,
-                       batch_id: int, every: int, below_mb: float) -> int:
+def compact_partitions(spark: SparkSession, path: Path, column: str | None,
+                       dates: Iterable[date] = (), *, batch_id: int, every: int,
+                       below_mb: float) -> int:
     """A live writer's own compaction, on every ``every``-th batch (0: never): OPTIMIZE the
-    partitions ``dates`` of ``column`` it writes, bin-packing only the files smaller than
-    ``below_mb``. Returns how many files it replaced.
+    partitions ``dates`` of ``column`` it writes (``column`` None: the whole of an
+    unpartitioned table), bin-packing only the files smaller than ``below_mb``. Returns how
+    many files it replaced.
 
     A table written every trigger gains a file per task and batch (17,000 a day at 5 s), and
     a MERGE or a reader of a partition pays for each file's entry. Files already compacted
@@ -307,7 +309,7 @@ def compact_partitions(spark: SparkSession, path: Path, column: str, dates: Iter
     Run by the writer after its own commit, so it never conflicts with it.
     """
     wanted = sorted(set(dates))
-    if every <= 0 or (batch_id + 1) % every or not wanted:
+    if every <= 0 or (batch_id + 1) % every or (column is not None and not wanted):
         return 0
     # Delta's session setting (the files OPTIMIZE takes); a micro-batch's session is the
     # query's own clone, so `lakehouse maintain` keeps Delta's default.
@@ -315,9 +317,11 @@ def compact_partitions(spark: SparkSession, path: Path, column: str, dates: Iter
     log = path / "_delta_log"
     before = _latest_version(log)
     in_dates = ", ".join(f"DATE'{d.isoformat()}'" for d in wanted)
+    optimize = DeltaTable.forPath(spark, str(path)).optimize()
+    if column is not None:
+        optimize = optimize.where(f"{column} IN ({in_dates})")
     try:
-        metrics = (DeltaTable.forPath(spark, str(path)).optimize()
-                   .where(f"{column} IN ({in_dates})").executeCompaction().first())
+        metrics = optimize.executeCompaction().first()
     except Exception as exc:
         if not is_write_conflict(exc):
             raise
@@ -333,7 +337,7 @@ def compact_partitions(spark: SparkSession, path: Path, column: str, dates: Iter
                 if key[0] == str(path) and version == before:
                     _COMMITTED[key] = (batch, after)
         logger.info("%s: compacted %d small files of %s into %d", path.name, removed,
-                    in_dates, int(metrics["metrics"]["numFilesAdded"]))
+                    in_dates or "the table", int(metrics["metrics"]["numFilesAdded"]))
     return removed
 
 

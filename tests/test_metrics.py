@@ -291,3 +291,24 @@ def test_an_old_metrics_table_gains_produce_latency_from_a_delta_stream(
                        " FROM pipeline_metrics ORDER BY batch_time, query_name").rows
     assert got == [("silver", 0, None, None, 5000.0), *expected]
     assert all(row[2] >= row[3] > 0 for row in expected)
+
+
+@pytest.mark.spark
+def test_the_recorder_compacts_its_table_every_n_flushes(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    table = tmp_path / "pipeline_metrics"
+    recorder = metrics.MetricsRecorder(spark, table, flush_s=3600.0, compact_every=3,
+                                       compact_below_mb=16.0)
+    for batch in range(7):  # one file a flush
+        recorder.add(metrics.progress_record({**PROGRESS, "batchId": batch}))
+        assert recorder.flush() == 1
+    rows = spark.read.format("delta").load(str(table))
+    assert sorted(r.batch_id for r in rows.collect()) == list(range(7))
+    # Flush 3 compacted three files into one, flush 6 that one and three more; the 7th is new.
+    assert rows.select(F.input_file_name()).distinct().count() == 2
+    history = DeltaTable.forPath(spark, str(table)).history().collect()
+    assert sorted(r.operation for r in history).count("OPTIMIZE") == 2
+    # Compaction's file-size setting went to the recorder's own session, not the caller's.
+    assert spark.conf.get("spark.databricks.delta.optimize.minFileSize", None) != str(16 * 2**20)
