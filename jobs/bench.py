@@ -954,7 +954,7 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         c = lat["cost"]
         lines.append(
             f"cores at {lat['rate']:,.0f}/s: JVM {c['jvm_cpu_cores']:.2f}, Python workers "
-            f"{c['workers_cpu_cores']:.2f}, driver {c.get('driver_cpu_cores', 0.0):.2f}, broker "
+            f"{c['workers_cpu_cores']:.2f}, driver {c['driver_cpu_cores']:.2f}, broker "
             f"{c['broker_cpu_cores']:.2f}; machine {c['machine_busy_pct']:.0f} % busy")
     lines += reference_lines(r)
     if "sustain" in r:

@@ -245,7 +245,7 @@ class MetricsRecorder:
             return len(rows)
 
     def _compact(self) -> None:
-        if self.compact_every <= 0 or self.flushes % self.compact_every:
+        if self.compact_every <= 0:
             return
         if self._compact_session is None:  # compaction's file-size setting stays in its own
             self._compact_session = self.spark.newSession()

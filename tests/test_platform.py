@@ -149,7 +149,6 @@ def test_start_refuses_a_port_taken_by_someone_else(kafka_cfg: Config, tmp_path:
         broker.start(other)
 
 
-
 def test_free_port_pair_is_bindable_and_outside_the_ephemeral_range() -> None:
     """Outgoing connections take ephemeral ports: a broker's pair must not come from there."""
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -159,6 +158,7 @@ def test_free_port_pair_is_bindable_and_outside_the_ephemeral_range() -> None:
         with socket.socket() as a, socket.socket() as b:
             a.bind(("127.0.0.1", port))
             b.bind(("127.0.0.1", port + 1))
+
 
 # --- Spark, Delta, DuckDB ----------------------------------------------------------------
 
